@@ -1,0 +1,1 @@
+"""The Lichen edge agent: asyncio adapters (CoAP, mDNS, MQTT, disk) around the core."""

@@ -1,0 +1,1 @@
+"""The Lichen community hub: control plane, proofs, rewards, repair, API and dashboard."""

@@ -1,0 +1,1 @@
+"""Simulations of Lichen meshes on the in-memory network, and emulated deployments."""
