@@ -70,6 +70,10 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
     except (cbor2.CBORDecodeError, ValueError, UnicodeDecodeError) as exc:
         # The walker has checked structure, so this is e.g. invalid UTF-8 in a text string.
         raise MalformedMessage(f"invalid CBOR: {exc}") from exc
+    except ArithmeticError as exc:
+        # cbor2 builds a decimal fraction (tag 4, where a caller allows it) with the decimal
+        # module, which raises InvalidOperation for exponents beyond its range.
+        raise MalformedMessage("CBOR decimal fraction out of range") from exc
 
 
 def decode_map(data: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[Any, Any]:
