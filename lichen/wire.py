@@ -34,10 +34,7 @@ class Kind(IntEnum):
     SEGMENT = 5
     CHALLENGE = 6
     PROOF = 7
-    STORE_SHARD = 8
-    STORE_RESULT = 9
-    FETCH_SHARD = 10
-    ERROR = 11
+    EPOCH_REWARDS = 8
 
 
 def pack(kind: Kind, fields: dict[int, Any]) -> dict[int, Any]:

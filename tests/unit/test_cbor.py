@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import cbor2
 import pytest
 from hypothesis import given, settings
@@ -107,8 +109,10 @@ values = st.recursive(
     | st.floats(allow_nan=False)
     | st.binary(max_size=64)
     | st.text(max_size=32),
-    lambda children: st.lists(children, max_size=6)
-    | st.dictionaries(st.integers(-100, 100) | st.text(max_size=8), children, max_size=6),
+    lambda children: (
+        st.lists(children, max_size=6)
+        | st.dictionaries(st.integers(-100, 100) | st.text(max_size=8), children, max_size=6)
+    ),
     max_leaves=40,
 )
 
@@ -122,10 +126,8 @@ def test_round_trip(value: object) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=64))
 def test_random_bytes_never_escape_as_anything_but_malformed(data: bytes) -> None:
-    try:
+    with contextlib.suppress(MalformedMessage):
         cbor.decode(data)
-    except MalformedMessage:
-        pass
 
 
 def test_map_reader_reports_the_field() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import cbor2
 import pytest
-from pycose.algorithms import EdDSA, HMAC256
+from pycose.algorithms import HMAC256, EdDSA
 from pycose.headers import KID, Algorithm
 from pycose.keys import OKPKey, SymmetricKey
 from pycose.keys.curves import Ed25519
