@@ -1,0 +1,171 @@
+"""From a user's bytes to signed shards and back: the whole object pipeline in one place.
+
+Writing: seal the bytes under the owner's key (:mod:`lichen.seal`), address the sealed bytes
+(:mod:`lichen.cid`), cut them into k-of-n pieces (:mod:`lichen.erasure`) and turn each piece
+into an owner-signed shard (:mod:`lichen.shard`). Once holders have accepted the shards, the
+owner signs a manifest naming them (:func:`make_manifest`).
+
+Reading: any k shards that match the manifest's roots rebuild the sealed bytes, which must
+hash to the object's CID before they are unsealed. Shards that fail a check are set aside and
+reported, never used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from lichen import cid, erasure, seal, shard
+from lichen.errors import IntegrityError, LocalProtocolError, NotEnoughShards, RemoteProtocolError
+from lichen.identity import Identity, PublicIdentity
+from lichen.manifest import Manifest
+
+
+@dataclass(frozen=True)
+class EncodedObject:
+    """An object ready to be placed: its address and one signed shard per index."""
+
+    object_cid: bytes
+    sealed_size: int
+    k: int
+    n: int
+    shards: tuple[shard.Shard, ...] = field(repr=False)
+
+    @property
+    def cid_text(self) -> str:
+        """The object's ``bafk...`` address."""
+        return cid.to_text(self.object_cid)
+
+    @property
+    def piece_size(self) -> int:
+        """Bytes in each shard body."""
+        return self.shards[0].header.piece_size
+
+
+def encode_object(
+    plaintext: bytes,
+    *,
+    key: bytes,
+    nonce: bytes,
+    k: int,
+    n: int,
+    owner: Identity,
+    expiry: int,
+    block_size: int = shard.DEFAULT_BLOCK_SIZE,
+) -> EncodedObject:
+    """Seal, address, erasure-code and shard ``plaintext``; ``nonce`` is 24 fresh random bytes."""
+    erasure.check_params(k, n)
+    sealed = seal.seal(plaintext, key, nonce)
+    object_cid = cid.of(sealed)
+    pieces = erasure.encode(sealed, k, n)
+    shards = tuple(
+        shard.build_shard(
+            piece,
+            object_cid=object_cid,
+            index=index,
+            k=k,
+            n=n,
+            codec=erasure.CODEC,
+            object_size=len(sealed),
+            block_size=block_size,
+            expiry=expiry,
+            owner=owner,
+        )
+        for index, piece in enumerate(pieces)
+    )
+    return EncodedObject(object_cid, len(sealed), k, n, shards)
+
+
+def make_manifest(
+    encoded: EncodedObject,
+    holders: Sequence[bytes],
+    *,
+    owner: Identity,
+    created: int,
+    label: str | None = None,
+) -> Manifest:
+    """The manifest of ``encoded`` with the node id that accepted each shard, by index."""
+    first = encoded.shards[0].header
+    if first.owner != owner.public.public_key:
+        raise LocalProtocolError("the manifest's owner is the shards' owner")
+    return Manifest(
+        object_cid=encoded.object_cid,
+        size=encoded.sealed_size,
+        codec=erasure.CODEC,
+        k=encoded.k,
+        n=encoded.n,
+        piece_size=first.piece_size,
+        block_size=first.block_size,
+        roots=tuple(s.header.root for s in encoded.shards),
+        holders=tuple(holders),
+        created=created,
+        expiry=first.expiry,
+        owner=owner.public.public_key,
+        label=label,
+    )
+
+
+def check_shard(manifest: Manifest, signed_header: bytes, body: bytes) -> shard.Shard:
+    """Check a fetched shard belongs to ``manifest`` and its body matches; return it.
+
+    Raises :class:`RemoteProtocolError` subclasses: the holder sent something wrong.
+    """
+    header = shard.open_header(signed_header, owner=PublicIdentity(manifest.owner))
+    if header.object_cid != manifest.object_cid:
+        raise IntegrityError("shard is for another object")
+    if (header.k, header.n, header.codec) != (manifest.k, manifest.n, manifest.codec):
+        raise IntegrityError(f"shard {header.index} disagrees with the manifest's k, n or codec")
+    if header.root != manifest.roots[header.index]:
+        raise IntegrityError(f"shard {header.index} root is not the manifest's")
+    shard.verify_body(header, body)
+    return shard.Shard(signed_header, header, body)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """The plaintext of an object and what was learnt about the shards offered."""
+
+    plaintext: bytes = field(repr=False)
+    used: tuple[int, ...]
+    rejected: Mapping[int, str]
+    """Shard index -> why it was not used."""
+
+
+def decode_object(
+    manifest: Manifest,
+    fetched: Mapping[int, tuple[bytes, bytes]],
+    key: bytes,
+) -> Decoded:
+    """Rebuild and unseal an object from fetched ``index -> (signed header, body)`` pairs.
+
+    Bad shards are rejected (and named in the result), not trusted. Raises
+    :class:`NotEnoughShards` when fewer than k good shards remain, :class:`IntegrityError`
+    when the rebuilt bytes do not hash to the object's CID or do not unseal under ``key``.
+    """
+    erasure.check_codec(manifest.codec)
+    good: dict[int, bytes] = {}
+    rejected: dict[int, str] = {}
+    for index, (signed_header, body) in sorted(fetched.items()):
+        try:
+            checked = check_shard(manifest, signed_header, body)
+        except RemoteProtocolError as exc:
+            rejected[index] = str(exc)
+            continue
+        if checked.header.index != index:
+            rejected[index] = f"offered as shard {index} but is shard {checked.header.index}"
+            continue
+        good[index] = checked.body
+    if len(good) < manifest.k:
+        found = tuple(sorted(good))
+        detail = "; ".join(f"shard {i}: {why}" for i, why in sorted(rejected.items()))
+        raise NotEnoughShards(
+            f"object {manifest.cid_text} needs {manifest.k} of {manifest.n} shards, "
+            f"found {len(found)} good {list(found)}" + (f" ({detail})" if detail else ""),
+            found=found,
+            needed=manifest.k,
+        )
+    use = dict(sorted(good.items())[: manifest.k])
+    sealed = erasure.decode(use, manifest.k, manifest.n, manifest.size)
+    if cid.of(sealed) != manifest.object_cid:
+        raise IntegrityError(f"rebuilt bytes do not match address {manifest.cid_text}")
+    return Decoded(seal.unseal(sealed, key), tuple(use), rejected)
