@@ -12,12 +12,16 @@
     │   ├── BadMac                   a COSE_Mac0 tag does not verify
     │   ├── IntegrityError           bytes do not match the hash or Merkle root they claim
     │   └── ProofRejected            a storage-proof answer does not prove what was asked
+    ├── Refused                      a well-formed request this node will not serve
+    │   ├── StoreFull                no room for what was offered
+    │   └── NotAuthorised            the requester lacks a key or right for this
     └── DataUnavailable              the data cannot be had right now
         └── NotEnoughShards          fewer than k distinct shards of an object were found
 
 The split follows h11's ``LocalProtocolError`` / ``RemoteProtocolError``: an adapter turns
 a ``RemoteProtocolError`` into a 4.xx answer and a log line, and lets a
-``LocalProtocolError`` crash loudly, because it means our own code is wrong.
+``LocalProtocolError`` crash loudly, because it means our own code is wrong. ``Refused`` is
+nobody's bug: the request was fine, the answer is no (4.03, or 5.03 when the store is full).
 """
 
 from __future__ import annotations
@@ -61,6 +65,18 @@ class IntegrityError(RemoteProtocolError):
 
 class ProofRejected(RemoteProtocolError):
     """A storage-proof answer that does not prove possession of what was challenged."""
+
+
+class Refused(LichenError):
+    """A well-formed request that this node will not serve (capacity, policy, rights)."""
+
+
+class StoreFull(Refused):
+    """The store has no room for what was offered."""
+
+
+class NotAuthorised(Refused):
+    """The requester lacks the key or the right this request needs."""
 
 
 class DataUnavailable(LichenError):

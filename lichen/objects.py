@@ -12,7 +12,7 @@ reported, never used.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from lichen import cid, erasure, seal, shard
@@ -134,9 +134,12 @@ class Decoded:
 def decode_object(
     manifest: Manifest,
     fetched: Mapping[int, tuple[bytes, bytes]],
-    key: bytes,
+    key: bytes | Callable[[bytes], bytes],
 ) -> Decoded:
     """Rebuild and unseal an object from fetched ``index -> (signed header, body)`` pairs.
+
+    ``key`` is the object's key, or a function from the object's nonce to its key (the
+    owner's :func:`lichen.seal.object_key` with the master key bound).
 
     Bad shards are rejected (and named in the result), not trusted. Raises
     :class:`NotEnoughShards` when fewer than k good shards remain, :class:`IntegrityError`
@@ -168,4 +171,5 @@ def decode_object(
     sealed = erasure.decode(use, manifest.k, manifest.n, manifest.size)
     if cid.of(sealed) != manifest.object_cid:
         raise IntegrityError(f"rebuilt bytes do not match address {manifest.cid_text}")
-    return Decoded(seal.unseal(sealed, key), tuple(use), rejected)
+    object_key = key if isinstance(key, bytes) else key(seal.nonce_of(sealed))
+    return Decoded(seal.unseal(sealed, object_key), tuple(use), rejected)

@@ -13,13 +13,16 @@ the caller's AAD, so the header cannot be altered and a blob cannot be opened in
 (AAD) other than the one it was sealed for. The nonce comes from the caller: the core draws no
 randomness. It must never repeat under one key; at 24 bytes a random nonce is safe.
 
-A :class:`ReadCapability` is an object's CID with its key, written ``<cid>#<key>`` so an owner
-can hand someone the one string they need to fetch and read an object.
+Each object has its own key, derived from the owner's master key and the object's nonce
+(:func:`object_key`), so the owner needs to keep one secret and sharing one object's key opens
+that object and no other. A :class:`ReadCapability` is an object's CID with its key, written
+``<cid>#<key>``, the one string someone needs to fetch and read an object.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 from dataclasses import dataclass, field
 
@@ -106,6 +109,30 @@ def unseal(sealed: BytesLike, key: bytes, aad: BytesLike = b"") -> bytes:
         )
     except CryptoError as exc:
         raise IntegrityError(DECRYPT_FAILED) from exc
+
+
+_OBJECT_KEY_PERSON = b"lichen-objkey/1"  # BLAKE2b personalisation: domain-separates this use
+
+
+def object_key(master: bytes, nonce: bytes) -> bytes:
+    """The key of the object sealed with ``nonce``, derived from the owner's ``master`` key.
+
+    A keyed BLAKE2b (RFC 7693) of the nonce: one-way, so an object key reveals neither the
+    master key nor any other object's key.
+    """
+    _check_key(master)
+    if len(nonce) != NONCE_SIZE:
+        raise LocalProtocolError(f"a nonce is {NONCE_SIZE} bytes")
+    return hashlib.blake2b(
+        nonce, key=master, digest_size=KEY_SIZE, person=_OBJECT_KEY_PERSON
+    ).digest()
+
+
+def nonce_of(sealed: BytesLike) -> bytes:
+    """The nonce a sealed blob was sealed with (to derive its key with :func:`object_key`)."""
+    if len(sealed) < OVERHEAD or bytes(memoryview(sealed)[: len(MAGIC)]) != MAGIC:
+        raise MalformedMessage("not a Lichen sealed blob")
+    return bytes(memoryview(sealed)[len(HEADER) : HEADER_SIZE])
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lichen import objects, shard
+from lichen import objects, seal, shard
 from lichen.errors import IntegrityError, NotEnoughShards
 from lichen.identity import Identity
 from lichen.manifest import open_manifest
@@ -123,3 +123,22 @@ def test_manifest_records_the_pipeline() -> None:
     assert manifest.roots == tuple(s.header.root for s in encoded.shards)
     assert manifest.size == encoded.sealed_size == 10_000 + 43
     assert manifest.piece_size == encoded.piece_size == -(-(10_000 + 43) // 3)
+
+
+def test_owner_reads_with_the_master_key_alone() -> None:
+    master = bytes(range(50, 82))
+    nonce = bytes(range(24))
+    encoded = objects.encode_object(
+        b"owner data",
+        key=seal.object_key(master, nonce),
+        nonce=nonce,
+        k=2,
+        n=3,
+        owner=OWNER,
+        expiry=2_000_000_000,
+        block_size=512,
+    )
+    result = objects.decode_object(
+        manifest_of(encoded), fetched(encoded, (0, 2)), lambda n: seal.object_key(master, n)
+    )
+    assert result.plaintext == b"owner data"

@@ -275,3 +275,21 @@ def test_a_capability_opens_what_was_sealed_under_it() -> None:
     capability = seal.ReadCapability.parse(seal.ReadCapability(cid.of(sealed), KEY).to_text())
     assert capability.cid == cid.of(sealed)
     assert seal.unseal(sealed, capability.key) == PLAINTEXT
+
+
+def test_object_keys_are_derived_per_nonce_and_golden() -> None:
+    master = bytes(range(32))
+    first = seal.object_key(master, bytes(24))
+    assert first.hex() == OBJECT_KEY_HEX
+    assert seal.object_key(master, b"\x01" + bytes(23)) != first
+    assert seal.object_key(bytes(32), bytes(24)) != first
+    sealed = seal.seal(b"data", first, bytes(24))
+    assert seal.nonce_of(sealed) == bytes(24)
+    assert seal.unseal(sealed, seal.object_key(master, seal.nonce_of(sealed))) == b"data"
+    with pytest.raises(MalformedMessage):
+        seal.nonce_of(b"XX" + bytes(60))
+    with pytest.raises(LocalProtocolError):
+        seal.object_key(master, b"short")
+
+
+OBJECT_KEY_HEX = "18e2086ea7279d3655cdda6f58d2683ff07c7f7661e1ecadbd95823772fd6ef9"
