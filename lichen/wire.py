@@ -35,6 +35,10 @@ class Kind(IntEnum):
     CHALLENGE = 6
     PROOF = 7
     EPOCH_REWARDS = 8
+    SHARD = 9
+    HELLO_REQUEST = 10
+    PEERS = 11
+    STATUS = 12
 
 
 def pack(kind: Kind, fields: dict[int, Any]) -> dict[int, Any]:

@@ -1,0 +1,236 @@
+"""Agent-to-agent and client-to-agent messages, each a versioned CBOR map (see :mod:`wire`).
+
+Signed objects (shard headers, manifests, receipts, segments, proofs) have codecs of their
+own; these are the envelopes that carry them between agents, and the few plain requests and
+answers around them::
+
+    shard-transfer = {          ; PUT /shards (request), GET /shards/<cid>/<i> (response)
+      0 => 1, 1 => 9,           ; envelope: v, kind SHARD
+      2 => bstr,                ; the owner-signed shard header (COSE_Sign1)
+      3 => bstr,                ; the shard body
+    }
+
+    hello-request = {           ; POST /hello: "prove you hold the key you advertise"
+      0 => 1, 1 => 10,          ; envelope: v, kind HELLO_REQUEST
+      2 => bstr,                ; nonce, 16 to 64 bytes, fresh per request
+      3 => bstr .size 20,       ; the asker's node id, which the answer must name
+    }
+
+    peer-list = {               ; GET /peers: the peers an agent has verified
+      0 => 1, 1 => 11,          ; envelope: v, kind PEERS
+      2 => [* peer],            ; at most MAX_PEERS
+    }
+    peer = [
+      bstr .size 32,            ; Ed25519 public key (the node id derives from it)
+      tstr,                     ; host: an IP address
+      uint,                     ; CoAP port (UDP and TCP)
+      tstr,                     ; failure domain, "" for its own
+      [* tstr],                 ; tags
+      uint,                     ; free bytes offered
+    ]
+
+    agent-status = {            ; GET /status
+      0 => 1, 1 => 12,          ; envelope: v, kind STATUS
+      2 => bstr .size 32,       ; the agent's public key
+      3 => uint,                ; capacity, bytes
+      4 => uint,                ; used, bytes
+      5 => uint,                ; shards held
+      6 => uint,                ; verified peers
+      7 => tstr,                ; software version
+    }
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from lichen import cbor, wire
+from lichen.errors import LocalProtocolError, MalformedMessage
+from lichen.identity import NODE_ID_SIZE, NONCE_MAX, NONCE_MIN, PUBLIC_KEY_SIZE, PublicIdentity
+
+MAX_PEERS = 1024  # one agent's view of a LAN mesh; discovery bounds its table the same way
+MAX_TAGS = 16
+MAX_TAG = 32
+MAX_DOMAIN = 64
+SMALL_LIMITS = cbor.Limits(max_size=4096, max_depth=4, max_items=64)
+PEERS_LIMITS = cbor.Limits(
+    max_size=MAX_PEERS * 512, max_depth=5, max_items=16 + MAX_PEERS * (8 + MAX_TAGS)
+)
+
+
+def transfer_limits(max_body: int) -> cbor.Limits:
+    """Bounds for a shard transfer whose body may be up to ``max_body`` bytes."""
+    return cbor.Limits(max_size=max_body + 2048, max_depth=4, max_items=16)
+
+
+@dataclass(frozen=True)
+class ShardTransfer:
+    """A shard on the wire: the owner-signed header and the body (checked by the receiver)."""
+
+    signed_header: bytes
+    body: bytes
+
+    def encode(self) -> bytes:
+        """The transfer as CBOR (kind SHARD)."""
+        return wire.encode(wire.Kind.SHARD, {2: self.signed_header, 3: self.body})
+
+    @classmethod
+    def decode(cls, data: bytes, max_body: int) -> ShardTransfer:
+        """Parse a transfer whose body is at most ``max_body`` bytes; MalformedMessage."""
+        fields = wire.decode(data, wire.Kind.SHARD, transfer_limits(max_body))
+        transfer = cls(fields.bstr(2, max_size=2048), fields.bstr(3, max_size=max_body))
+        fields.finish()
+        return transfer
+
+
+@dataclass(frozen=True)
+class HelloRequest:
+    """A request that a peer prove its key by signing ``nonce`` for ``asker``."""
+
+    nonce: bytes
+    asker: bytes
+
+    def __post_init__(self) -> None:
+        if not NONCE_MIN <= len(self.nonce) <= NONCE_MAX or len(self.asker) != NODE_ID_SIZE:
+            raise LocalProtocolError("hello request: bad nonce or node id size")
+
+    def encode(self) -> bytes:
+        """The request as CBOR (kind HELLO_REQUEST)."""
+        return wire.encode(wire.Kind.HELLO_REQUEST, {2: self.nonce, 3: self.asker})
+
+    @classmethod
+    def decode(cls, data: bytes) -> HelloRequest:
+        """Parse an untrusted hello request; MalformedMessage."""
+        fields = wire.decode(data, wire.Kind.HELLO_REQUEST, SMALL_LIMITS)
+        nonce = fields.bstr(2, max_size=NONCE_MAX)
+        asker = fields.bstr(3, size=NODE_ID_SIZE)
+        fields.finish()
+        if len(nonce) < NONCE_MIN:
+            raise MalformedMessage(f"hello request: nonce shorter than {NONCE_MIN} bytes")
+        return cls(nonce, asker)
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    """A verified peer as one agent sees it."""
+
+    public_key: bytes
+    host: str
+    port: int
+    domain: str = ""
+    tags: tuple[str, ...] = ()
+    free_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        try:
+            _check_peer(self)
+        except MalformedMessage as exc:
+            raise LocalProtocolError(str(exc)) from exc
+
+    @property
+    def node_id(self) -> str:
+        """The peer's node id, derived from its key."""
+        return PublicIdentity(self.public_key).node_id
+
+    def to_list(self) -> list[object]:
+        """The peer as a CBOR array."""
+        return [
+            self.public_key,
+            self.host,
+            self.port,
+            self.domain,
+            list(self.tags),
+            self.free_bytes,
+        ]
+
+
+def _check_peer(p: PeerInfo) -> None:
+    if len(p.public_key) != PUBLIC_KEY_SIZE:
+        raise MalformedMessage("peer: public key is 32 bytes")
+    try:
+        ipaddress.ip_address(p.host)
+    except ValueError:
+        raise MalformedMessage(f"peer: host {p.host[:64]!r} is not an IP address") from None
+    if not 0 < p.port < 65536:
+        raise MalformedMessage(f"peer: port {p.port} out of range")
+    if len(p.domain) > MAX_DOMAIN or len(p.tags) > MAX_TAGS:
+        raise MalformedMessage("peer: domain or tags too long")
+    if any(not isinstance(t, str) or not 0 < len(t) <= MAX_TAG for t in p.tags):
+        raise MalformedMessage("peer: tags are 1 to 32 characters")
+    if p.free_bytes < 0:
+        raise MalformedMessage("peer: free bytes is negative")
+
+
+def encode_peers(peers: list[PeerInfo]) -> bytes:
+    """A peer list as CBOR (kind PEERS)."""
+    if len(peers) > MAX_PEERS:
+        raise LocalProtocolError(f"at most {MAX_PEERS} peers in a list")
+    return wire.encode(wire.Kind.PEERS, {2: [p.to_list() for p in peers]})
+
+
+def decode_peers(data: bytes) -> list[PeerInfo]:
+    """Parse an untrusted peer list; MalformedMessage."""
+    fields = wire.decode(data, wire.Kind.PEERS, PEERS_LIMITS)
+    raw = fields.array(2, max_len=MAX_PEERS)
+    fields.finish()
+    peers = []
+    for entry in raw:
+        if not isinstance(entry, list) or len(entry) != 6:
+            raise MalformedMessage("peer list: each peer is an array of 6")
+        key, host, port, domain, tags, free = entry
+        if not (
+            isinstance(key, bytes)
+            and isinstance(host, str)
+            and isinstance(port, int)
+            and isinstance(domain, str)
+            and isinstance(tags, list)
+            and isinstance(free, int)
+        ):
+            raise MalformedMessage("peer list: a field has the wrong type")
+        try:
+            peers.append(PeerInfo(key, host, port, domain, tuple(tags), free))
+        except LocalProtocolError as exc:
+            raise MalformedMessage(str(exc)) from exc
+    return peers
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    """What an agent says about itself."""
+
+    public_key: bytes
+    capacity: int
+    used: int
+    shards: int
+    peers: int
+    version: str
+
+    def encode(self) -> bytes:
+        """The status as CBOR (kind STATUS)."""
+        return wire.encode(
+            wire.Kind.STATUS,
+            {
+                2: self.public_key,
+                3: self.capacity,
+                4: self.used,
+                5: self.shards,
+                6: self.peers,
+                7: self.version,
+            },
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> AgentStatus:
+        """Parse an untrusted status; MalformedMessage."""
+        fields = wire.decode(data, wire.Kind.STATUS, SMALL_LIMITS)
+        status = cls(
+            fields.bstr(2, size=PUBLIC_KEY_SIZE),
+            fields.uint(3),
+            fields.uint(4),
+            fields.uint(5),
+            fields.uint(6),
+            fields.tstr(7, max_size=64),
+        )
+        fields.finish()
+        return status
