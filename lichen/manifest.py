@@ -50,12 +50,11 @@ from lichen.identity import (
     PublicIdentity,
     format_node_id,
 )
+from lichen.shard import MAX_SHARDS, ROOT_SIZE
 
 T = TypeVar("T")
 
-MAX_SHARDS = 256  # zfec's limit on n; also bounds the arrays below
 MAX_LABEL = 256  # characters: a file name, not a document
-ROOT_SIZE = 32
 # A manifest with 256 shards is about 14 KiB; receipts are tiny.
 MANIFEST_LIMITS = cbor.Limits(max_size=32 * 1024, max_depth=4, max_items=2048)
 RECEIPT_LIMITS = cbor.Limits(max_size=1024, max_depth=4, max_items=64)
