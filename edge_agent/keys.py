@@ -1,0 +1,90 @@
+"""The agent's secrets on disk: its node identity and the owner's master key.
+
+Both are 32 random bytes in files of mode 0600 in the data directory, written atomically so a
+crash during ``lichen agent init`` never leaves half a key. The node key signs handshakes,
+receipts and proofs; the master key derives each object's encryption key (see
+:func:`lichen.seal.object_key`) and never leaves this device.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from edge_agent import fsutil
+from lichen import seal
+from lichen.errors import ConfigError, MalformedMessage
+from lichen.identity import SEED_SIZE, Identity
+
+NODE_KEY_FILE = "node.key"
+MASTER_KEY_FILE = "owner.key"
+_MAGIC = {NODE_KEY_FILE: b"lichen-node-key/1\n", MASTER_KEY_FILE: b"lichen-owner-key/1\n"}
+
+
+def _path(data_dir: Path, name: str) -> Path:
+    return data_dir / name
+
+
+def _create(data_dir: Path, name: str) -> bytes:
+    secret = os.urandom(SEED_SIZE)
+    fsutil.write_secret(_path(data_dir, name), _MAGIC[name] + secret)
+    return secret
+
+
+def _load(data_dir: Path, name: str) -> bytes:
+    path = _path(data_dir, name)
+    try:
+        raw = fsutil.read_bounded(path, len(_MAGIC[name]) + SEED_SIZE)
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: missing (run 'lichen agent init --data-dir {data_dir}')"
+        ) from None
+    except (OSError, MalformedMessage) as exc:
+        raise ConfigError(f"{path}: cannot read the key: {exc}") from None
+    if not raw.startswith(_MAGIC[name]) or len(raw) != len(_MAGIC[name]) + SEED_SIZE:
+        raise ConfigError(f"{path}: not a Lichen key file")
+    if mode & 0o077:
+        raise ConfigError(f"{path}: readable by others (mode {mode:04o}); run chmod 600 on it")
+    return raw[len(_MAGIC[name]) :]
+
+
+def exists(data_dir: Path) -> bool:
+    """Whether ``data_dir`` already holds a node key."""
+    return _path(data_dir, NODE_KEY_FILE).exists()
+
+
+def create(data_dir: Path) -> Identity:
+    """Create both keys in ``data_dir`` (which must exist); return the node identity."""
+    _create(data_dir, MASTER_KEY_FILE)
+    return Identity(_create(data_dir, NODE_KEY_FILE))
+
+
+def load_identity(data_dir: Path) -> Identity:
+    """The node identity stored in ``data_dir``; :class:`ConfigError` if missing or unsafe."""
+    return Identity(_load(data_dir, NODE_KEY_FILE))
+
+
+class Keyring:
+    """The owner's master key, and the per-object keys derived from it."""
+
+    def __init__(self, master: bytes) -> None:
+        self._master = master
+
+    @classmethod
+    def load(cls, data_dir: Path) -> Keyring:
+        """The keyring stored in ``data_dir``; :class:`ConfigError` if missing or unsafe."""
+        return cls(_load(data_dir, MASTER_KEY_FILE))
+
+    def key_for(self, nonce: bytes) -> bytes:
+        """The key of the object sealed with ``nonce``."""
+        return seal.object_key(self._master, nonce)
+
+    def new_object_key(self) -> tuple[bytes, bytes]:
+        """A fresh nonce and the key of the object that will be sealed with it."""
+        nonce = os.urandom(seal.NONCE_SIZE)
+        return nonce, self.key_for(nonce)
+
+    def __repr__(self) -> str:
+        return "Keyring(<secret>)"
