@@ -9,6 +9,7 @@ so an owner retrying after a lost answer does not pay twice.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from lichen import shard
@@ -36,9 +37,9 @@ def accept_shard(
     holder: Identity,
     now: int,
     free_bytes: int,
-    held_root: bytes | None,
+    held_root: Callable[[bytes, int], bytes | None],
 ) -> Accepted:
-    """Decide on a shard offer; ``held_root`` is the root of the same shard if already held.
+    """Decide on a shard offer; ``held_root(cid, index)`` is the root of that shard if held.
 
     Raises :class:`~lichen.errors.RemoteProtocolError` subclasses when the offer is bad
     (bad signature, body not matching its root), :class:`Refused` when it has expired and
@@ -48,11 +49,12 @@ def accept_shard(
     header = checked.header
     if header.expiry < now + MIN_LIFETIME:
         raise Refused(f"shard {header.index} expires at {header.expiry}, too soon to store")
-    if held_root is not None and held_root != header.root:
+    held = held_root(header.object_cid, header.index)
+    if held is not None and held != header.root:
         raise IntegrityError(
             f"already holding shard {header.index} of this object with another root"
         )
-    new = held_root is None
+    new = held is None
     if new and header.piece_size > free_bytes:
         raise StoreFull(f"no room: shard of {header.piece_size} bytes, {free_bytes} free")
     receipt = Receipt(

@@ -102,7 +102,7 @@ def test_status_round_trip() -> None:
 def test_holder_accepts_and_signs_a_receipt() -> None:
     s = make_shard()
     accepted = holder.accept_shard(
-        offer(s), holder=HOLDER, now=NOW, free_bytes=10_000, held_root=None
+        offer(s), holder=HOLDER, now=NOW, free_bytes=10_000, held_root=lambda c, i: None
     )
     assert accepted.new and accepted.shard.header == s.header
     receipt = open_receipt(accepted.signed_receipt, HOLDER.public)
@@ -113,7 +113,7 @@ def test_holder_accepts_and_signs_a_receipt() -> None:
 def test_holder_answers_a_retry_without_needing_room() -> None:
     s = make_shard()
     again = holder.accept_shard(
-        offer(s), holder=HOLDER, now=NOW, free_bytes=0, held_root=s.header.root
+        offer(s), holder=HOLDER, now=NOW, free_bytes=0, held_root=lambda c, i: s.header.root
     )
     assert not again.new
 
@@ -122,7 +122,11 @@ def test_shard_whose_body_does_not_match_its_root_is_refused() -> None:
     s = make_shard()
     with pytest.raises(IntegrityError, match="Merkle root"):
         holder.accept_shard(
-            offer(s, b"x" * 3000), holder=HOLDER, now=NOW, free_bytes=10_000, held_root=None
+            offer(s, b"x" * 3000),
+            holder=HOLDER,
+            now=NOW,
+            free_bytes=10_000,
+            held_root=lambda c, i: None,
         )
 
 
@@ -136,14 +140,18 @@ def test_shard_with_a_forged_header_is_refused() -> None:
             holder=HOLDER,
             now=NOW,
             free_bytes=10_000,
-            held_root=None,
+            held_root=lambda c, i: None,
         )
 
 
 def test_full_store_and_expiring_shard_are_refused() -> None:
     with pytest.raises(StoreFull, match="3000 bytes, 2999 free"):
         holder.accept_shard(
-            offer(make_shard()), holder=HOLDER, now=NOW, free_bytes=2999, held_root=None
+            offer(make_shard()),
+            holder=HOLDER,
+            now=NOW,
+            free_bytes=2999,
+            held_root=lambda c, i: None,
         )
     with pytest.raises(Refused, match="too soon"):
         holder.accept_shard(
@@ -151,12 +159,16 @@ def test_full_store_and_expiring_shard_are_refused() -> None:
             holder=HOLDER,
             now=NOW,
             free_bytes=10_000,
-            held_root=None,
+            held_root=lambda c, i: None,
         )
 
 
 def test_conflicting_shard_is_refused() -> None:
     with pytest.raises(IntegrityError, match="another root"):
         holder.accept_shard(
-            offer(make_shard()), holder=HOLDER, now=NOW, free_bytes=10_000, held_root=bytes(32)
+            offer(make_shard()),
+            holder=HOLDER,
+            now=NOW,
+            free_bytes=10_000,
+            held_root=lambda c, i: bytes(32),
         )
