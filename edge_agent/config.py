@@ -49,14 +49,9 @@ class CoapSection:
     """The CoAP endpoints (RFC 7252 over UDP, RFC 8323 over TCP)."""
 
     bind: str = _doc("Address to listen on. '::' listens on every IPv4 and IPv6 address.", "::")
-    udp_port: int = _doc(
-        "UDP port for sensors and small control messages (5683 is CoAP's). 0: any free port.",
-        5683,
-        min=0,
-        max=65535,
-    )
-    tcp_port: int = _doc(
-        "TCP port for bulk shard transfer between agents (coap+tcp). 0: any free port.",
+    port: int = _doc(
+        "Port for CoAP over UDP (sensors, small messages) and over TCP (bulk shard transfer "
+        "between agents); 5683 is CoAP's. 0: any free port.",
         5683,
         min=0,
         max=65535,

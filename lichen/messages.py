@@ -37,6 +37,8 @@ answers around them::
       5 => uint,                ; shards held
       6 => uint,                ; verified peers
       7 => tstr,                ; software version
+      8 => tstr,                ; failure domain, "" for its own
+      9 => [* tstr],            ; tags
     }
 """
 
@@ -205,6 +207,13 @@ class AgentStatus:
     shards: int
     peers: int
     version: str
+    domain: str = ""
+    tags: tuple[str, ...] = ()
+
+    @property
+    def free_bytes(self) -> int:
+        """Bytes still offered."""
+        return max(0, self.capacity - self.used)
 
     def encode(self) -> bytes:
         """The status as CBOR (kind STATUS)."""
@@ -217,6 +226,8 @@ class AgentStatus:
                 5: self.shards,
                 6: self.peers,
                 7: self.version,
+                8: self.domain,
+                9: list(self.tags),
             },
         )
 
@@ -224,6 +235,9 @@ class AgentStatus:
     def decode(cls, data: bytes) -> AgentStatus:
         """Parse an untrusted status; MalformedMessage."""
         fields = wire.decode(data, wire.Kind.STATUS, SMALL_LIMITS)
+        tags = fields.array(9, max_len=MAX_TAGS)
+        if not all(isinstance(t, str) and 0 < len(t) <= MAX_TAG for t in tags):
+            raise MalformedMessage("status: tags are 1 to 32 characters")
         status = cls(
             fields.bstr(2, size=PUBLIC_KEY_SIZE),
             fields.uint(3),
@@ -231,6 +245,8 @@ class AgentStatus:
             fields.uint(5),
             fields.uint(6),
             fields.tstr(7, max_size=64),
+            fields.tstr(8, max_size=MAX_DOMAIN),
+            tuple(tags),
         )
         fields.finish()
         return status

@@ -27,11 +27,11 @@ def test_empty_file_means_defaults(tmp_path: Path) -> None:
 def test_values_are_read(tmp_path: Path) -> None:
     path = tmp_path / "agent.toml"
     path.write_text(
-        "[coap]\nudp_port = 0\n[store]\ncapacity_mib = 10\nscrub_interval = 5\n"
+        "[coap]\nport = 0\n[store]\ncapacity_mib = 10\nscrub_interval = 5\n"
         '[discovery]\nstatic_peers = ["10.0.0.2:5683"]\n[agent]\ntags = ["solar"]\n'
     )
     loaded = config.load(path)
-    assert loaded.coap.udp_port == 0
+    assert loaded.coap.port == 0
     assert loaded.store.capacity_mib == 10
     assert loaded.store.scrub_interval == 5.0
     assert loaded.discovery.static_peers == ("10.0.0.2:5683",)
@@ -41,9 +41,9 @@ def test_values_are_read(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "why"),
     [
-        ("[coap]\nudp_port = 70000\n", "coap.udp_port must be at most 65535"),
-        ("[coap]\nudp_port = '5683'\n", "coap.udp_port must be a whole number"),
-        ("[coap]\nudp_port = true\n", "coap.udp_port must be a whole number"),
+        ("[coap]\nport = 70000\n", "coap.port must be at most 65535"),
+        ("[coap]\nport = '5683'\n", "coap.port must be a whole number"),
+        ("[coap]\nport = true\n", "coap.port must be a whole number"),
         ("[coap]\nbind = 'localhost'\n", "coap.bind must be an IP address"),
         ("[store]\ncapacity_mib = 0\n", "at least 1"),
         ("[store]\nscrub_interval = 'hourly'\n", "must be a number"),
@@ -78,7 +78,7 @@ def test_missing_binary_and_huge_files_are_refused(tmp_path: Path) -> None:
 
 
 def test_replace_changes_one_section() -> None:
-    changed = config.replace(config.AgentConfig(), "coap", udp_port=0, tcp_port=0)
-    assert changed.coap.udp_port == 0 and changed.store == config.StoreSection()
+    changed = config.replace(config.AgentConfig(), "coap", port=0)
+    assert changed.coap.port == 0 and changed.store == config.StoreSection()
     with pytest.raises(ConfigError):
         config.replace(config.AgentConfig(), "nope")

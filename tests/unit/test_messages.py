@@ -95,8 +95,13 @@ def test_bad_peer_entries_are_refused(entry: list[object]) -> None:
 
 
 def test_status_round_trip() -> None:
-    s = messages.AgentStatus(HOLDER.public.public_key, 100, 10, 3, 4, "0.1.0")
+    s = messages.AgentStatus(HOLDER.public.public_key, 100, 10, 3, 4, "0.1.0", "attic", ("ups",))
     assert messages.AgentStatus.decode(s.encode()) == s
+    assert s.free_bytes == 90
+    with pytest.raises(MalformedMessage, match="tags"):
+        bad = cbor.decode_map(s.encode())
+        bad[9] = [""]
+        messages.AgentStatus.decode(cbor.encode(bad))
 
 
 def test_holder_accepts_and_signs_a_receipt() -> None:
