@@ -1,25 +1,52 @@
 """The ``lichen`` command line: one entry point, a subcommand per job.
 
-Subcommands that need the agent's or the hub's runtime import it when they run, so
-``lichen --help`` stays fast on a small device.
+Subcommands import the runtime they need when they run, so ``lichen --help`` stays fast on a
+small device. Exit status: 0 done, 1 the operation failed (the message says why), 2 bad
+usage or configuration, 3 not built yet.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
 
 import lichen
+from lichen.errors import ConfigError, LichenError
 
+EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NOT_BUILT = 3
+
+log = logging.getLogger("lichen.cli")
+
+
+def default_data_dir() -> Path:
+    """``$LICHEN_DATA_DIR``, or ``~/.local/share/lichen``."""
+    env = os.environ.get("LICHEN_DATA_DIR")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "lichen"
+
+
+def _data_dir_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="the agent's data directory (default: $LICHEN_DATA_DIR or ~/.local/share/lichen)",
+    )
 
 
 def _not_built(what: str) -> int:
     sys.stderr.write(
-        f"lichen {what}: not built yet. This release has the protocol core only; "
-        "the agent, the hub and the demo arrive in the next releases.\n"
+        f"lichen {what}: not built yet. This release has the protocol core and the agent; "
+        "the hub and the demo arrive in the next releases.\n"
     )
     return EXIT_NOT_BUILT
 
@@ -35,7 +62,77 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"lichen {lichen.__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log detail")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    agent = sub.add_parser("agent", help="set up and run the agent daemon on this device")
+    agent_sub = agent.add_subparsers(dest="agent_command", metavar="ACTION", required=True)
+    init = agent_sub.add_parser(
+        "init",
+        help="create the identity, keys and a commented config",
+        description="Create the agent's identity (node.key, mode 0600), the owner's master "
+        "key (owner.key, 0600) and a commented agent.toml whose defaults work on a LAN.",
+    )
+    _data_dir_arg(init)
+    init.add_argument("--port", type=int, help="CoAP port (default 5683; 0: any free port)")
+    init.add_argument("--capacity-mib", type=int, help="MiB offered for others' shards")
+    init.add_argument("--domain", help="failure domain, e.g. the house or power circuit")
+    init.add_argument("--no-mdns", action="store_true", help="do not use mDNS discovery")
+    init.add_argument(
+        "--peer", action="append", default=[], metavar="HOST:PORT", help="a static peer"
+    )
+    ident = agent_sub.add_parser("id", help="print the node id and public key")
+    _data_dir_arg(ident)
+    run = agent_sub.add_parser(
+        "run",
+        help="run the agent until SIGTERM or SIGINT",
+        description="Serve CoAP, discover and verify peers, store shards; logs go to stderr.",
+    )
+    _data_dir_arg(run)
+
+    put = sub.add_parser(
+        "put",
+        help="store a file on the mesh and print its address",
+        description="Encrypt FILE on this device, erasure-code it into n shards of which any "
+        "k rebuild it, place the shards on verified peers and print the content address.",
+    )
+    put.add_argument("file", type=Path, help="the file to store ('-' for standard input)")
+    _data_dir_arg(put)
+    put.add_argument("--k", type=int, help="shards needed to rebuild (default from the mesh)")
+    put.add_argument("--n", type=int, help="shards written (default from the mesh)")
+    put.add_argument("--days", type=int, default=365, help="keep for this many days (365)")
+    put.add_argument("--label", help="a label kept in the manifest (default: the file name)")
+
+    get = sub.add_parser(
+        "get",
+        help="fetch an object by its address",
+        description="Fetch any k shards of the object, verify and decode them, and decrypt "
+        "with your key (or the key after '#' in a shared address).",
+    )
+    get.add_argument("address", help="bafk... (your own object) or bafk...#KEY (shared)")
+    get.add_argument("-o", "--output", type=Path, required=True, help="file to write ('-': stdout)")
+    _data_dir_arg(get)
+
+    peers = sub.add_parser("peers", help="list the peers the local agent has verified")
+    _data_dir_arg(peers)
+    status = sub.add_parser("status", help="show the local agent's capacity and use")
+    _data_dir_arg(status)
+
+    streams = sub.add_parser("stream", help="read sensor streams")
+    stream_sub = streams.add_subparsers(dest="stream_command", metavar="ACTION", required=True)
+    read = stream_sub.add_parser(
+        "read",
+        help="print a stream's readings",
+        description="Print every acknowledged reading of stream NAME, sealed or still "
+        "pending, in the order they were accepted, after checking the stream's hash chain.",
+    )
+    read.add_argument("name", help="the stream's name, as in the sensor's /s/NAME path")
+    read.add_argument("--since", help="only readings newer than this: 90s, 15m, 1h, 2d, ISO 8601")
+    read.add_argument(
+        "--format", choices=["senml", "json", "csv"], default="csv", help="output format (csv)"
+    )
+    _data_dir_arg(read)
+
     demo = sub.add_parser(
         "demo",
         help="start a hub, several agents and a simulated sensor on this machine",
@@ -47,17 +144,103 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    return asyncio.run(coro)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``lichen`` command line; return the process exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from edge_agent import logs
+
+    logs.setup(args.verbose)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    if args.command == "demo":
-        return _not_built("demo")
-    parser.error(f"unknown command {args.command}")
-    return EXIT_USAGE  # not reached: parser.error exits
+    if getattr(args, "data_dir", "unset") is None:
+        args.data_dir = default_data_dir()
+    handler = _HANDLERS.get(args.command)
+    if args.command == "agent":
+        handler = _AGENT_HANDLERS[args.agent_command]
+    elif args.command == "stream":
+        handler = _stream_read
+    if handler is None:
+        return _not_built(args.command)
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        sys.stderr.write(f"lichen: {exc}\n")
+        return EXIT_USAGE
+    except LichenError as exc:
+        sys.stderr.write(f"lichen {args.command}: {exc}\n")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        sys.stderr.write("lichen: interrupted\n")
+        return 130
+
+
+def _agent_init(args: argparse.Namespace) -> int:
+    from edge_agent import commands
+
+    return commands.agent_init(args)
+
+
+def _agent_id(args: argparse.Namespace) -> int:
+    from edge_agent import commands
+
+    return commands.agent_id(args)
+
+
+def _agent_run(args: argparse.Namespace) -> int:
+    from edge_agent import commands
+
+    return _run(commands.agent_run(args))
+
+
+def _put(args: argparse.Namespace) -> int:
+    from edge_agent import commands
+
+    return _run(commands.put(args))
+
+
+def _get(args: argparse.Namespace) -> int:
+    from edge_agent import commands
+
+    return _run(commands.get(args))
+
+
+def _peers(args: argparse.Namespace) -> int:
+    from edge_agent import commands
+
+    return _run(commands.peers(args))
+
+
+def _status(args: argparse.Namespace) -> int:
+    from edge_agent import commands
+
+    return _run(commands.status(args))
+
+
+def _stream_read(args: argparse.Namespace) -> int:
+    from edge_agent import commands
+
+    return _run(commands.stream_read(args))
+
+
+_AGENT_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "init": _agent_init,
+    "id": _agent_id,
+    "run": _agent_run,
+}
+_HANDLERS: dict[str, Callable[[argparse.Namespace], int] | None] = {
+    "put": _put,
+    "get": _get,
+    "peers": _peers,
+    "status": _status,
+    "stream": _stream_read,
+    "demo": None,
+}
 
 
 if __name__ == "__main__":

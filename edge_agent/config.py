@@ -48,7 +48,11 @@ class AgentSection:
 class CoapSection:
     """The CoAP endpoints (RFC 7252 over UDP, RFC 8323 over TCP)."""
 
-    bind: str = _doc("Address to listen on. '::' listens on every IPv4 and IPv6 address.", "::")
+    bind: str = _doc(
+        "Address to listen on. '0.0.0.0': every IPv4 address (the LAN default, as mDNS "
+        "advertises IPv4). '::' serves IPv6, where CoAP over TCP is IPv6 only.",
+        "0.0.0.0",
+    )
     port: int = _doc(
         "Port for CoAP over UDP (sensors, small messages) and over TCP (bulk shard transfer "
         "between agents); 5683 is CoAP's. 0: any free port.",

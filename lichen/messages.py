@@ -40,6 +40,17 @@ answers around them::
       8 => tstr,                ; failure domain, "" for its own
       9 => [* tstr],            ; tags
     }
+
+    stream-index = {            ; GET /streams/<name>: one page of a stream's chain
+      0 => 1, 1 => 13,          ; envelope: v, kind STREAM_INDEX
+      2 => tstr,                ; stream name
+      3 => uint,                ; sequence number of the first record in this page
+      4 => bstr .size 32,       ; link the first record must carry (genesis at 0)
+      5 => [* bstr],            ; signed segment records (COSE_Sign1), at most MAX_INDEX_PAGE
+      6 => bool,                ; more records follow this page
+      7 => bstr,                ; readings acknowledged but not yet sealed (SenML+CBOR pack)
+      8 => bstr .size 32,       ; the writer's public key (the agent that owns the stream)
+    }
 """
 
 from __future__ import annotations
@@ -51,6 +62,8 @@ from lichen import cbor, wire
 from lichen.errors import LocalProtocolError, MalformedMessage
 from lichen.identity import NODE_ID_SIZE, NONCE_MAX, NONCE_MIN, PUBLIC_KEY_SIZE, PublicIdentity
 
+MAX_INDEX_PAGE = 256  # segment records per page; about 60 KiB
+MAX_PENDING_PACK = 1024 * 1024  # readings not yet sealed: bounded by the segment size
 MAX_PEERS = 1024  # one agent's view of a LAN mesh; discovery bounds its table the same way
 MAX_TAGS = 16
 MAX_TAG = 32
@@ -250,3 +263,60 @@ class AgentStatus:
         )
         fields.finish()
         return status
+
+
+@dataclass(frozen=True)
+class StreamIndexPage:
+    """A page of a stream's chain of segment records, plus the readings not yet sealed."""
+
+    stream: str
+    first_seq: int
+    prev: bytes
+    records: tuple[bytes, ...]
+    more: bool
+    pending: bytes
+    writer: bytes
+
+    def encode(self) -> bytes:
+        """The page as CBOR (kind STREAM_INDEX)."""
+        if len(self.records) > MAX_INDEX_PAGE:
+            raise LocalProtocolError(f"at most {MAX_INDEX_PAGE} records in a page")
+        return wire.encode(
+            wire.Kind.STREAM_INDEX,
+            {
+                2: self.stream,
+                3: self.first_seq,
+                4: self.prev,
+                5: list(self.records),
+                6: self.more,
+                7: self.pending,
+                8: self.writer,
+            },
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> StreamIndexPage:
+        """Parse an untrusted page; MalformedMessage."""
+        limits = cbor.Limits(
+            max_size=MAX_INDEX_PAGE * 1024 + MAX_PENDING_PACK + 1024,
+            max_depth=4,
+            max_items=MAX_INDEX_PAGE + 32,
+        )
+        fields = wire.decode(data, wire.Kind.STREAM_INDEX, limits)
+        records = fields.array(5, max_len=MAX_INDEX_PAGE)
+        if not all(isinstance(r, bytes) and len(r) <= 1024 for r in records):
+            raise MalformedMessage("stream index: records are byte strings of at most 1 KiB")
+        more = fields.optional(6)
+        if not isinstance(more, bool):
+            raise MalformedMessage("stream index: 'more' must be true or false")
+        page = cls(
+            fields.tstr(2, max_size=64),
+            fields.uint(3),
+            fields.bstr(4, size=32),
+            tuple(records),
+            more,
+            fields.bstr(7, max_size=MAX_PENDING_PACK),
+            fields.bstr(8, size=PUBLIC_KEY_SIZE),
+        )
+        fields.finish()
+        return page

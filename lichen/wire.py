@@ -39,6 +39,7 @@ class Kind(IntEnum):
     HELLO_REQUEST = 10
     PEERS = 11
     STATUS = 12
+    STREAM_INDEX = 13
 
 
 def pack(kind: Kind, fields: dict[int, Any]) -> dict[int, Any]:

@@ -177,3 +177,18 @@ def test_conflicting_shard_is_refused() -> None:
             free_bytes=10_000,
             held_root=lambda c, i: bytes(32),
         )
+
+
+def test_stream_index_page_round_trip_and_bounds() -> None:
+    page = messages.StreamIndexPage(
+        "kitchen", 3, bytes(32), (b"r1", b"r2"), True, b"\x80", HOLDER.public.public_key
+    )
+    assert messages.StreamIndexPage.decode(page.encode()) == page
+    fields = cbor.decode_map(page.encode())
+    fields[6] = 1
+    with pytest.raises(MalformedMessage, match="true or false"):
+        messages.StreamIndexPage.decode(cbor.encode(fields))
+    fields[6] = False
+    fields[5] = [b"x" * 2000]
+    with pytest.raises(MalformedMessage, match="1 KiB"):
+        messages.StreamIndexPage.decode(cbor.encode(fields))

@@ -1,0 +1,321 @@
+"""Sensor streams: readings in over CoAP, durable at once, sealed into segments on the mesh.
+
+A reading is acknowledged (2.04 Changed) only after it is in the stream's write-ahead log on
+disk (:mod:`edge_agent.wal`), so a crash of the agent loses nothing it acknowledged. When a
+stream's pending readings reach the configured count or age, they are sealed as one SenML
+pack object through the same data path as ``lichen put``, linked into the stream's hash chain
+(:mod:`lichen.stream`) and only then dropped from the log.
+
+On disk, under ``streams/<name>/``: ``readings.wal`` (pending readings, each tagged with a
+per-stream sequence number) and ``index/<seq>.seg`` (each signed segment record with the range
+of reading numbers it sealed, so a crash between sealing and trimming the log never seals a
+reading twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiocoap import Code, Message
+
+from edge_agent import fsutil
+from edge_agent.coap_server import CT_CBOR, PathResource, Services, UnsupportedFormat
+from edge_agent.wal import WriteAheadLog
+from lichen import cbor, senml, stream
+from lichen.errors import IntegrityError, LichenError, MalformedMessage, NotAuthorised
+from lichen.identity import Identity
+from lichen.messages import MAX_INDEX_PAGE, StreamIndexPage
+
+log = logging.getLogger("lichen.streams")
+
+STREAMS_DIR = "streams"
+MAX_STREAMS = 256  # streams one agent keeps; a flood of names cannot exhaust the disk
+MAX_SEGMENT_FILE = 4096
+SEAL_RETRY = 10.0  # seconds before retrying a seal that found no room on the mesh
+_INDEX_LIMITS = cbor.Limits(max_size=MAX_SEGMENT_FILE, max_depth=4, max_items=16)
+
+Sealer = Callable[[str, bytes, int], Awaitable[bytes]]
+"""(stream, SenML pack, segment seq) -> the CID of the object it was stored as."""
+
+
+@dataclass
+class _Stream:
+    name: str
+    directory: Path
+    wal: WriteAheadLog
+    pending: list[tuple[int, senml.Record]] = field(default_factory=list)
+    next_reading: int = 0
+    records: list[bytes] = field(default_factory=list)  # signed segment records, by seq
+    oldest_pending: float | None = None
+    sealing: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def _encode_reading(seq: int, record: senml.Record) -> bytes:
+    return cbor.encode([seq, senml.encode_cbor([record])])
+
+
+def _decode_reading(raw: bytes) -> tuple[int, senml.Record]:
+    value = cbor.decode(raw)
+    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], int)):
+        raise MalformedMessage("not a stored reading")
+    records = senml.decode_cbor(value[1], now=time.time())
+    if len(records) != 1:
+        raise MalformedMessage("a stored reading holds one record")
+    return value[0], records[0]
+
+
+class StreamStore:
+    """Every stream this agent writes, with their logs and chains."""
+
+    def __init__(
+        self,
+        root: Path,
+        identity: Identity,
+        *,
+        segment_readings: int,
+        segment_seconds: float,
+        seal_object: Sealer,
+        on_sealed: Callable[[str, int], None] = lambda name, count: None,
+    ) -> None:
+        self.root = root
+        self.identity = identity
+        self.segment_readings = segment_readings
+        self.segment_seconds = segment_seconds
+        self._seal_object = seal_object
+        self._on_sealed = on_sealed
+        self._streams: dict[str, _Stream] = {}
+
+    # -- opening -------------------------------------------------------------------------------
+
+    def open_all(self) -> None:
+        """Load every stream on disk: its chain and its pending readings."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for directory in sorted(self.root.iterdir()):
+            try:
+                stream.check_stream_name(directory.name)
+            except MalformedMessage:
+                log.warning("ignoring %s: not a stream directory", directory)
+                continue
+            self._open(directory.name)
+
+    def _open(self, name: str) -> _Stream:
+        directory = self.root / name
+        (directory / "index").mkdir(parents=True, exist_ok=True)
+        records, sealed_through = self._load_index(name, directory / "index")
+        wal = WriteAheadLog.open(directory / "readings.wal")
+        s = _Stream(name, directory, wal, records=records)
+        s.next_reading = sealed_through + 1
+        for raw in wal.records():
+            try:
+                seq, record = _decode_reading(raw)
+            except LichenError as exc:
+                log.error("stream %s: unreadable reading in the log skipped: %s", name, exc)
+                continue
+            if seq > sealed_through:  # the rest were sealed before a crash trimmed the log
+                s.pending.append((seq, record))
+                s.next_reading = max(s.next_reading, seq + 1)
+        if s.pending:
+            s.oldest_pending = time.monotonic()
+        self._streams[name] = s
+        log.info("stream %s: %d segments, %d readings pending", name, len(records), len(s.pending))
+        return s
+
+    def _load_index(self, name: str, directory: Path) -> tuple[list[bytes], int]:
+        files = sorted(p for p in directory.iterdir() if p.suffix == ".seg" and p.stem.isdigit())
+        records: list[bytes] = []
+        sealed_through = -1
+        for expected, path in enumerate(files):
+            if int(path.stem) != expected:
+                raise IntegrityError(f"stream {name}: segment file {path.name} out of sequence")
+            entry = cbor.decode(fsutil.read_bounded(path, MAX_SEGMENT_FILE), _INDEX_LIMITS)
+            if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], bytes)):
+                raise IntegrityError(f"stream {name}: {path} is not a segment entry")
+            records.append(entry[0])
+            sealed_through = int(entry[1])
+        stream.verify_chain(records, self.identity.public, stream=name)
+        return records, sealed_through
+
+    def close(self) -> None:
+        """Close every log."""
+        for s in self._streams.values():
+            s.wal.close()
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        """The streams this agent writes."""
+        return sorted(self._streams)
+
+    def _stream(self, name: str, create: bool) -> _Stream | None:
+        s = self._streams.get(name)
+        if s is None and create:
+            if len(self._streams) >= MAX_STREAMS:
+                raise NotAuthorised(f"this agent already keeps {MAX_STREAMS} streams")
+            s = self._open(name)
+        return s
+
+    def append(self, name: str, records: Sequence[senml.Record]) -> int:
+        """Make ``records`` durable in stream ``name``; return how many. Blocking (fsync)."""
+        s = self._stream(stream.check_stream_name(name), create=True)
+        assert s is not None
+        numbered = [(s.next_reading + i, r) for i, r in enumerate(records)]
+        s.wal.append([_encode_reading(seq, r) for seq, r in numbered])
+        s.next_reading += len(numbered)
+        s.pending.extend(numbered)
+        if s.oldest_pending is None:
+            s.oldest_pending = time.monotonic()
+        return len(numbered)
+
+    def due(self) -> list[str]:
+        """Streams whose pending readings should be sealed now."""
+        now = time.monotonic()
+        return [
+            s.name
+            for s in self._streams.values()
+            if s.pending
+            and (
+                len(s.pending) >= self.segment_readings
+                or (s.oldest_pending is not None and now - s.oldest_pending >= self.segment_seconds)
+            )
+        ]
+
+    async def seal(self, name: str) -> bool:
+        """Seal the pending readings of ``name`` as one segment; False if nothing to seal."""
+        s = self._streams[name]
+        async with s.sealing:
+            batch = s.pending[: self.segment_readings]
+            if not batch:
+                return False
+            readings = [r for _, r in batch]
+            seq = len(s.records)
+            pack = senml.encode_cbor(readings)
+            object_cid = await self._seal_object(name, pack, seq)
+            times = [r.time for r in readings]
+            _, signed = stream.seal_segment(
+                self.identity,
+                s.records[-1] if s.records else None,
+                stream=name,
+                seq=seq,
+                object_cid=object_cid,
+                count=len(readings),
+                first_time=min(times),
+                last_time=max(times),
+                sealed_at=int(time.time()),
+            )
+            last_reading = batch[-1][0]
+            entry = cbor.encode([signed, last_reading])
+            await asyncio.to_thread(
+                fsutil.atomic_write, s.directory / "index" / f"{seq:08d}.seg", entry
+            )
+            s.records.append(signed)
+            s.pending = s.pending[len(batch) :]
+            keep = [_encode_reading(q, r) for q, r in s.pending]
+            await asyncio.to_thread(s.wal.reset, keep)
+            s.oldest_pending = time.monotonic() if s.pending else None
+            self._on_sealed(name, len(readings))
+            log.info("stream %s: sealed segment %d with %d readings", name, seq, len(readings))
+            return True
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def page(self, name: str, *, start: int = 0, since: float | None = None) -> StreamIndexPage:
+        """A page of the chain of ``name`` from ``start`` (or the first segment that reaches
+        ``since``), with the readings not yet sealed."""
+        s = self._stream(stream.check_stream_name(name), create=False)
+        if s is None:
+            raise MalformedMessage(f"no stream named {name!r} on this agent")
+        if since is not None:
+            segments = stream.verify_chain(s.records, self.identity.public, stream=name)
+            start = next((g.seq for g in segments if g.last_time >= since), len(segments))
+        start = min(max(start, 0), len(s.records))
+        records = tuple(s.records[start : start + MAX_INDEX_PAGE])
+        prev = stream.link(s.records[start - 1]) if start > 0 else stream.GENESIS
+        pending = [r for _, r in s.pending if since is None or r.time >= since]
+        return StreamIndexPage(
+            stream=name,
+            first_seq=start,
+            prev=prev,
+            records=records,
+            more=start + len(records) < len(s.records),
+            pending=senml.encode_cbor(pending),
+            writer=self.identity.public.public_key,
+        )
+
+
+def _is_loopback(remote: Any) -> bool:
+    sockaddr = getattr(remote, "sockaddr", None)
+    host = sockaddr[0] if sockaddr else str(getattr(remote, "hostinfo", "")).rsplit(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(str(host).strip("[]").split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+class SensorResource(PathResource):
+    """POST /s/<stream>: SenML readings from a sensor (JSON ct 110 or CBOR ct 112)."""
+
+    rt = "lichen.sensor"
+    name = "sensor"
+    max_body = senml.MAX_PACK_BYTES
+
+    def __init__(
+        self,
+        services: Services,
+        streams: StreamStore,
+        accept_local: bool,
+        wake: Callable[[], None],
+    ) -> None:
+        super().__init__(services)
+        self.streams = streams
+        self.accept_local = accept_local
+        self.wake = wake
+
+    async def render_post(self, request: Message) -> Message:
+        name = stream.check_stream_name(request.opt.uri_path[0] if request.opt.uri_path else "")
+        if len(request.opt.uri_path) != 1:
+            raise MalformedMessage("POST readings to /s/<stream>")
+        fmt = request.opt.content_format
+        if fmt is None or int(fmt) not in (senml.CONTENT_FORMAT_JSON, senml.CONTENT_FORMAT_CBOR):
+            raise UnsupportedFormat("readings are SenML+JSON (110) or SenML+CBOR (112)")
+        if not (self.accept_local and _is_loopback(request.remote)):
+            raise NotAuthorised("readings need an enrolled sensor key")
+        records = senml.decode(request.payload, int(fmt), now=time.time())
+        if not records:
+            raise MalformedMessage("the pack holds no readings")
+        count = await asyncio.to_thread(self.streams.append, name, records)
+        self.services.metrics.readings.labels(name).inc(count)
+        self.wake()
+        return Message(code=Code.CHANGED)
+
+
+class StreamIndexResource(PathResource):
+    """GET /streams/<name>?start=N or ?since=UNIX: a page of the stream's chain."""
+
+    rt = "lichen.stream"
+    name = "streams"
+
+    def __init__(self, services: Services, streams: StreamStore) -> None:
+        super().__init__(services)
+        self.streams = streams
+
+    async def render_get(self, request: Message) -> Message:
+        if len(request.opt.uri_path) != 1:
+            raise MalformedMessage("GET /streams/<name>")
+        query = dict(q.partition("=")[::2] for q in request.opt.uri_query)
+        try:
+            start = int(query.get("start", "0"))
+            since = float(query["since"]) if "since" in query else None
+        except ValueError:
+            raise MalformedMessage("start is a whole number, since a unix time") from None
+        page = self.streams.page(request.opt.uri_path[0], start=start, since=since)
+        return Message(code=Code.CONTENT, payload=page.encode(), content_format=CT_CBOR)
