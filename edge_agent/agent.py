@@ -370,7 +370,7 @@ class Agent:
                         cid.to_text(object_cid),
                     )
                 next_scrub = now + (
-                    self.config.store.scrub_interval if report.pass_complete else 1.0
+                    self.config.store.scrub_interval if report.finished_pass else 1.0
                 )
             self.metrics.stored_bytes.set(store.used_bytes())
             self.metrics.shards.set(len(store.shards()))

@@ -18,6 +18,7 @@ import re
 import secrets
 import stat
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from lichen.errors import LocalProtocolError, MalformedMessage
@@ -187,3 +188,53 @@ def read_bounded(path: StrPath, max_size: int) -> bytes:
     if total > max_size:
         raise MalformedMessage(f"{os.fspath(path)!r} grew over the limit of {max_size} bytes")
     return b"".join(chunks)
+
+
+def atomic_write_chunks(path: StrPath, chunks: Iterable[bytes], mode: int = DEFAULT_MODE) -> None:
+    """:func:`atomic_write` of the concatenation of ``chunks``, without joining them in memory.
+
+    Same guarantees as :func:`atomic_write`: the old file or the whole new one after a crash.
+    """
+    if not 0 <= mode <= 0o7777:
+        raise LocalProtocolError(f"invalid file mode {mode:#o}")
+    target = Path(path)
+    fd, temp = _create_temp(target)
+    try:
+        try:
+            os.fchmod(fd, mode)
+            for chunk in chunks:
+                write_all(fd, chunk)
+            sync_file(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    fsync_dir(target.parent)
+
+
+_ANY_TEMP = re.compile(
+    r"\.(.+)\." + f"[0-9a-f]{{{2 * _TEMP_TOKEN_BYTES}}}" + re.escape(TEMP_SUFFIX)
+)
+
+
+def remove_stale_temps_in(directory: StrPath, is_target: Callable[[str], bool]) -> int:
+    """Remove temporaries left in ``directory`` by interrupted atomic writes (either function).
+
+    Only temporaries of targets whose file name ``is_target`` accepts are removed, so files of
+    other owners are left alone. Same rule as :func:`remove_stale_temps`: call it only while
+    nothing writes those targets. Returns how many were removed.
+    """
+    removed = 0
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            match = _ANY_TEMP.fullmatch(entry.name)
+            if match and is_target(match.group(1)) and not entry.is_dir(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+    if removed:
+        fsync_dir(directory)
+    return removed
