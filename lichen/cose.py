@@ -8,8 +8,10 @@ we sign with an independent COSE library and the other way round.
   signer's 20-byte node id as ``kid`` (label 4) in the unprotected header. Verification
   accepts alg -8 (EdDSA) and -19 (Ed25519, RFC 9864).
 - COSE_Mac0 (tag 17, RFC 9052 section 6.2): protected header ``{1: 5}`` (HMAC 256/256,
-  RFC 9053 section 3.1), the sensor's key id as ``kid``. Used by sensors, because stock
-  MicroPython has SHA-256 and HMAC but no Ed25519.
+  RFC 9053 section 3.1), optionally with a Partial IV (label 6, the sender's message
+  counter, big-endian without leading zeros, so replays can be refused), and the sensor's key
+  id as ``kid``. Used by sensors, because stock MicroPython has SHA-256 and HMAC but no
+  Ed25519.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ TAG_MAC0 = 17  # RFC 9052 section 2, table 1
 TAG_SIGN1 = 18
 HEADER_ALG = 1  # RFC 9052 section 3.1, table 2
 HEADER_KID = 4
+HEADER_PARTIAL_IV = 6  # RFC 9052 section 3.1: carries a sensor's message counter
+MAX_PARTIAL_IV = 8  # a 64-bit counter
 ALG_EDDSA = -8  # RFC 9053 section 2.2
 ALG_ED25519 = -19  # RFC 9864 section 2.2: Ed25519, fully specified
 ALG_HMAC_256_256 = 5  # RFC 9053 section 3.1, table 7
@@ -59,14 +63,36 @@ def sign1(payload: bytes, identity: Identity, external_aad: bytes = b"") -> byte
     return cbor.encode(cbor2.CBORTag(TAG_SIGN1, message))
 
 
-def mac0(payload: bytes, key: bytes, kid: bytes, external_aad: bytes = b"") -> bytes:
-    """A tagged COSE_Mac0 over ``payload`` with HMAC-SHA-256 under ``key``."""
+def counter_bytes(counter: int) -> bytes:
+    """A message counter as a Partial IV: big-endian, no leading zeros (0 is one zero byte)."""
+    if not 0 <= counter < 2 ** (8 * MAX_PARTIAL_IV):
+        raise LocalProtocolError("a counter is a 64-bit unsigned integer")
+    return counter.to_bytes(max(1, (counter.bit_length() + 7) // 8), "big")
+
+
+def mac0(
+    payload: bytes,
+    key: bytes,
+    kid: bytes,
+    external_aad: bytes = b"",
+    *,
+    counter: int | None = None,
+) -> bytes:
+    """A tagged COSE_Mac0 over ``payload`` with HMAC-SHA-256 under ``key``.
+
+    With ``counter``, the protected header carries it as the Partial IV.
+    """
     if len(key) < 16:
         raise LocalProtocolError("an HMAC key must be at least 16 bytes")
     if not 0 < len(kid) <= MAX_KID_SIZE:
         raise LocalProtocolError(f"a kid is 1 to {MAX_KID_SIZE} bytes")
-    tag = hmac.digest(key, _mac_structure(_PROTECTED_HMAC, external_aad, payload), "sha256")
-    message = [_PROTECTED_HMAC, {HEADER_KID: kid}, payload, tag]
+    protected = _PROTECTED_HMAC
+    if counter is not None:
+        protected = cbor.encode(
+            {HEADER_ALG: ALG_HMAC_256_256, HEADER_PARTIAL_IV: counter_bytes(counter)}
+        )
+    tag = hmac.digest(key, _mac_structure(protected, external_aad, payload), "sha256")
+    message = [protected, {HEADER_KID: kid}, payload, tag]
     return cbor.encode(cbor2.CBORTag(TAG_MAC0, message))
 
 
@@ -81,6 +107,8 @@ class CoseMessage:
     payload: bytes
     authenticator: bytes
     """The signature (Sign1) or MAC tag (Mac0)."""
+    counter: int | None = None
+    """The protected Partial IV as a number, when the sender put one there."""
 
     def verify_signature(self, signer: PublicIdentity, external_aad: bytes = b"") -> bytes:
         """Check the signature is ``signer``'s and return the payload; :class:`BadSignature`."""
@@ -141,7 +169,15 @@ def parse(data: bytes, limits: cbor.Limits = cbor.DEFAULT_LIMITS) -> CoseMessage
     kid = prot.get(HEADER_KID, unprotected.get(HEADER_KID))
     if not isinstance(kid, bytes) or not 0 < len(kid) <= MAX_KID_SIZE:
         raise MalformedMessage(f"{what} needs a kid of 1 to {MAX_KID_SIZE} bytes")
-    return CoseMessage(value.tag, protected, alg, kid, payload, authenticator)
+    if HEADER_PARTIAL_IV in unprotected:
+        raise MalformedMessage(f"{what}: the Partial IV must be protected")
+    partial_iv = prot.get(HEADER_PARTIAL_IV)
+    counter = None
+    if partial_iv is not None:
+        if not isinstance(partial_iv, bytes) or not 0 < len(partial_iv) <= MAX_PARTIAL_IV:
+            raise MalformedMessage(f"{what}: Partial IV is 1 to {MAX_PARTIAL_IV} bytes")
+        counter = int.from_bytes(partial_iv, "big")
+    return CoseMessage(value.tag, protected, alg, kid, payload, authenticator, counter)
 
 
 def open_signed(
