@@ -163,8 +163,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = _HANDLERS.get(args.command)
     if args.command == "agent":
         handler = _AGENT_HANDLERS[args.agent_command]
-    elif args.command == "stream":
-        handler = _stream_read
     if handler is None:
         return _not_built(args.command)
     try:
@@ -180,65 +178,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _agent_init(args: argparse.Namespace) -> int:
-    from edge_agent import commands
+def _command(name: str, is_async: bool) -> Callable[[argparse.Namespace], int]:
+    """A handler that imports :mod:`edge_agent.commands` only when it runs."""
 
-    return commands.agent_init(args)
+    def handler(args: argparse.Namespace) -> int:
+        from edge_agent import commands
 
+        function = getattr(commands, name)
+        return _run(function(args)) if is_async else int(function(args))
 
-def _agent_id(args: argparse.Namespace) -> int:
-    from edge_agent import commands
-
-    return commands.agent_id(args)
-
-
-def _agent_run(args: argparse.Namespace) -> int:
-    from edge_agent import commands
-
-    return _run(commands.agent_run(args))
-
-
-def _put(args: argparse.Namespace) -> int:
-    from edge_agent import commands
-
-    return _run(commands.put(args))
-
-
-def _get(args: argparse.Namespace) -> int:
-    from edge_agent import commands
-
-    return _run(commands.get(args))
-
-
-def _peers(args: argparse.Namespace) -> int:
-    from edge_agent import commands
-
-    return _run(commands.peers(args))
-
-
-def _status(args: argparse.Namespace) -> int:
-    from edge_agent import commands
-
-    return _run(commands.status(args))
-
-
-def _stream_read(args: argparse.Namespace) -> int:
-    from edge_agent import commands
-
-    return _run(commands.stream_read(args))
+    return handler
 
 
 _AGENT_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "init": _agent_init,
-    "id": _agent_id,
-    "run": _agent_run,
+    "init": _command("agent_init", False),
+    "id": _command("agent_id", False),
+    "run": _command("agent_run", True),
 }
 _HANDLERS: dict[str, Callable[[argparse.Namespace], int] | None] = {
-    "put": _put,
-    "get": _get,
-    "peers": _peers,
-    "status": _status,
-    "stream": _stream_read,
+    "put": _command("put", True),
+    "get": _command("get", True),
+    "peers": _command("peers", True),
+    "status": _command("status", True),
+    "stream": _command("stream_read", True),
     "demo": None,
 }
 

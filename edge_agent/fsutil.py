@@ -108,23 +108,7 @@ def atomic_write(path: StrPath, data: bytes, mode: int = DEFAULT_MODE) -> None:
     allows, even briefly. Returns once the content and the new name are durable; on error the
     temporary file is removed and the target is untouched.
     """
-    if not 0 <= mode <= 0o7777:
-        raise LocalProtocolError(f"invalid file mode {mode:#o}")
-    target = Path(path)
-    fd, temp = _create_temp(target)
-    try:
-        try:
-            os.fchmod(fd, mode)
-            write_all(fd, data)
-            sync_file(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    fsync_dir(target.parent)
+    atomic_write_chunks(path, (data,), mode)
 
 
 def write_secret(path: StrPath, data: bytes) -> None:

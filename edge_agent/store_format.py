@@ -43,10 +43,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from lichen import cid, cose, merkle, shard, wire
+from lichen import cid, merkle, shard
 from lichen.errors import LocalProtocolError, MalformedMessage, UnsupportedVersion
 from lichen.identity import NODE_ID_SIZE, format_node_id
-from lichen.manifest import RECEIPT_LIMITS, Receipt
+from lichen.manifest import Receipt, parse_receipt_unverified
 
 MAGIC = b"LICHSHD"
 VERSION = 1
@@ -283,29 +283,6 @@ def read_small(path: Path, max_size: int) -> bytes:
 
 
 def parse_receipt(signed: bytes) -> Receipt:
-    """A receipt with its COSE framing and fields checked, but not its signature.
-
-    The store holds no keys to check it with; :func:`lichen.manifest.open_receipt` does, with
-    the same field rules. Raises :class:`MalformedMessage`.
-    """
-    message = cose.parse(signed, RECEIPT_LIMITS)
-    if message.tag != cose.TAG_SIGN1:
-        raise MalformedMessage("a receipt is a COSE_Sign1")
-    fields = wire.decode(message.payload, wire.Kind.RECEIPT, RECEIPT_LIMITS)
-    try:
-        receipt = Receipt(
-            object_cid=fields.bstr(2, size=cid.BINARY_SIZE),
-            index=fields.uint(3, max_value=shard.MAX_SHARDS - 1),
-            root=fields.bstr(4, size=HASH_SIZE),
-            piece_size=fields.uint(5),
-            expiry=fields.uint(6),
-            accepted_at=fields.uint(7),
-            holder=fields.bstr(8, size=NODE_ID_SIZE),
-            owner=fields.bstr(9, size=NODE_ID_SIZE),
-        )
-    except LocalProtocolError as exc:
-        raise MalformedMessage(str(exc)) from exc
-    fields.finish()
-    if receipt.holder != message.kid:
-        raise MalformedMessage("receipt names a holder other than its signer's kid")
-    return receipt
+    """A receipt with its framing and fields checked, not its signature (the store holds no
+    keys); see :func:`lichen.manifest.parse_receipt_unverified`."""
+    return parse_receipt_unverified(signed)

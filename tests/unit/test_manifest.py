@@ -191,3 +191,12 @@ RECEIPT_HEX = (
     "67038f0eddabea68981a2a6b8d3fb81f2f2e8e33386ae37e53f52ea7e8af527c"
     "c5a799dc0d7d5468f1c9a2452c06"
 )
+
+
+def test_unverified_receipt_parse_checks_framing_not_signature() -> None:
+    signed = make_receipt().sign(HOLDER)
+    assert manifest.parse_receipt_unverified(signed) == make_receipt()
+    with pytest.raises(MalformedMessage, match="holder other than its signer"):
+        manifest.parse_receipt_unverified(cose.sign1(make_receipt().to_payload(), OTHER))
+    with pytest.raises(MalformedMessage, match="COSE_Sign1"):
+        manifest.parse_receipt_unverified(cose.mac0(make_receipt().to_payload(), bytes(32), b"k"))
