@@ -40,6 +40,13 @@ class Kind(IntEnum):
     PEERS = 11
     STATUS = 12
     STREAM_INDEX = 13
+    LEDGER_RECORD = 14
+    JOIN = 15
+    JOINED = 16
+    PRESENCE = 17
+    RECEIPT_BATCH = 18
+    REPAIR_ORDER = 19
+    REPAIRED = 20
 
 
 def pack(kind: Kind, fields: dict[int, Any]) -> dict[int, Any]:
