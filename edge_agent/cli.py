@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import sys
@@ -34,12 +35,12 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "lichen"
 
 
-def _data_dir_arg(parser: argparse.ArgumentParser) -> None:
+def _data_dir_arg(parser: argparse.ArgumentParser, whose: str = "agent") -> None:
     parser.add_argument(
         "--data-dir",
         type=Path,
         default=None,
-        help="the agent's data directory (default: $LICHEN_DATA_DIR or ~/.local/share/lichen)",
+        help=f"the {whose}'s data directory (default: $LICHEN_DATA_DIR or ~/.local/share/lichen)",
     )
 
 
@@ -133,6 +134,74 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _data_dir_arg(read)
 
+    sensor = sub.add_parser("sensor", help="enroll, list and revoke sensors")
+    sensor_sub = sensor.add_subparsers(dest="sensor_command", metavar="ACTION", required=True)
+    add = sensor_sub.add_parser(
+        "add",
+        help="enroll a sensor and print its key and its board config",
+        description="Enroll sensor NAME to write stream STREAM through this agent. Prints "
+        "its new 32-byte key and the lichen.json to copy to the board (firmware/sensor). "
+        "The agent refuses its readings unless they carry a valid MAC under that key and a "
+        "counter above the last it accepted. A running agent sees the change at once.",
+    )
+    add.add_argument("name", help="the sensor's name: letters, digits, '.', '_', '-'")
+    add.add_argument("--stream", required=True, help="the one stream the sensor writes")
+    add.add_argument(
+        "--agent",
+        metavar="HOST[:PORT]",
+        help="this agent's address as the board reaches it (default: found by mDNS)",
+    )
+    add.add_argument(
+        "--token",
+        action="store_true",
+        help="also allow a stock CoAP client to write with a token (?t=...) instead of a "
+        "MAC; the token is a bearer secret without replay protection (off by default)",
+    )
+    add.add_argument(
+        "--key-file",
+        type=Path,
+        help="use this key (32 bytes, or 64 hex digits) instead of a new one: the same "
+        "sensor enrolled with a second agent",
+    )
+    add.add_argument(
+        "-o", "--output", type=Path, help="also write the board config to this file (0600)"
+    )
+    _data_dir_arg(add)
+    listing = sensor_sub.add_parser("list", help="list enrolled sensors")
+    _data_dir_arg(listing)
+    revoke = sensor_sub.add_parser("revoke", help="refuse a sensor's readings from now on")
+    revoke.add_argument("name", help="the sensor's name")
+    _data_dir_arg(revoke)
+
+    hub = sub.add_parser("hub", help="set up and run a community hub")
+    hub_sub = hub.add_subparsers(dest="hub_command", metavar="ACTION", required=True)
+    hub_init = hub_sub.add_parser(
+        "init",
+        help="create the hub's identity, join token and a commented config",
+        description="Create the hub's identity (hub.key, 0600), its join token (join.token, "
+        "0600) and a commented hub.toml whose defaults run a hub on a LAN with nothing else "
+        "installed (embedded MQTT broker, SQLite).",
+    )
+    _data_dir_arg(hub_init, "hub")
+    hub_init.add_argument("--http-port", type=int, help="dashboard and API port (8080)")
+    hub_init.add_argument("--mqtt-port", type=int, help="embedded broker port (1883)")
+    hub_init.add_argument("--broker", help="use this MQTT broker: mqtt://user:pass@host:port")
+    hub_init.add_argument("--database", help="a database URL (default: SQLite in the data dir)")
+    hub_run = hub_sub.add_parser("run", help="run the hub until SIGTERM or SIGINT")
+    _data_dir_arg(hub_run, "hub")
+    hub_token = hub_sub.add_parser("token", help="print the line an agent needs to join")
+    _data_dir_arg(hub_token, "hub")
+    hub_ledger = hub_sub.add_parser("ledger", help="the rewards ledger")
+    ledger_sub = hub_ledger.add_subparsers(dest="ledger_command", metavar="ACTION", required=True)
+    verify = ledger_sub.add_parser(
+        "verify",
+        help="check every epoch record's signature and the whole hash chain",
+    )
+    _data_dir_arg(verify, "hub")
+    hub_revoke = hub_sub.add_parser("revoke", help="refuse a device from now on")
+    hub_revoke.add_argument("node_id", help="the device's node id")
+    _data_dir_arg(hub_revoke, "hub")
+
     demo = sub.add_parser(
         "demo",
         help="start a hub, several agents and a simulated sensor on this machine",
@@ -163,6 +232,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = _HANDLERS.get(args.command)
     if args.command == "agent":
         handler = _AGENT_HANDLERS[args.agent_command]
+    if args.command == "sensor":
+        handler = _SENSOR_HANDLERS[args.sensor_command]
+    if args.command == "hub":
+        handler = _HUB_HANDLERS[args.hub_command]
     if handler is None:
         return _not_built(args.command)
     try:
@@ -178,18 +251,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _command(name: str, is_async: bool) -> Callable[[argparse.Namespace], int]:
-    """A handler that imports :mod:`edge_agent.commands` only when it runs."""
+def _command(
+    name: str, is_async: bool, module: str = "edge_agent.commands"
+) -> Callable[[argparse.Namespace], int]:
+    """A handler that imports its ``module`` only when it runs."""
 
     def handler(args: argparse.Namespace) -> int:
-        from edge_agent import commands
-
-        function = getattr(commands, name)
+        function = getattr(importlib.import_module(module), name)
         return _run(function(args)) if is_async else int(function(args))
 
     return handler
 
 
+def _hub_ledger(args: argparse.Namespace) -> int:
+    return _command("hub_ledger_verify", False, "hub.commands")(args)
+
+
+_HUB_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "init": _command("hub_init", False, "hub.commands"),
+    "run": _command("hub_run", True, "hub.commands"),
+    "token": _command("hub_token", False, "hub.commands"),
+    "ledger": _hub_ledger,
+    "revoke": _command("hub_revoke", False, "hub.commands"),
+}
+
+
+def _sensor_command(name: str) -> Callable[[argparse.Namespace], int]:
+    """A handler that imports :mod:`edge_agent.sensor_commands` only when it runs."""
+
+    def handler(args: argparse.Namespace) -> int:
+        from edge_agent import sensor_commands
+
+        return int(getattr(sensor_commands, name)(args))
+
+    return handler
+
+
+_SENSOR_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "add": _sensor_command("sensor_add"),
+    "list": _sensor_command("sensor_list"),
+    "revoke": _sensor_command("sensor_revoke"),
+}
 _AGENT_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "init": _command("agent_init", False),
     "id": _command("agent_id", False),

@@ -32,5 +32,5 @@ def setup(verbose: int = 0) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # aiocoap and zeroconf are chatty at INFO about things an operator cannot act on.
-    for noisy in ("coap", "coap-server", "zeroconf"):
+    for noisy in ("coap", "coap-server", "zeroconf", "alembic", "amqtt", "transitions"):
         logging.getLogger(noisy).setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)

@@ -1,0 +1,565 @@
+"""The hub service: MQTT messages in, the core's decisions, records out.
+
+:class:`Hub` feeds what agents publish (joins, presence, receipts, proofs, repair reports)
+through the core's checks (:mod:`lichen.hubwire`) into the database, and runs the epoch
+loop: plan and send challenges (:mod:`lichen.audit`), judge answers as they arrive
+(:mod:`lichen.proofs`), close the epoch with rewards (:mod:`lichen.rewards`) in a signed,
+hash-chained ledger record (:mod:`lichen.ledger`), then mark lost shards and order repairs
+(:mod:`lichen.repair`). Every decision is the core's; this module moves bytes and rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_agent import fsutil
+from edge_agent.logs import NodeLog
+from hub import metrics as hub_metrics
+from hub.broker import EmbeddedBroker
+from hub.config import HubConfig
+from hub.db import Database, default_url
+from hub.db_records import ObjectRecord, ParkedReceipt, PlacementRecord
+from hub.db_schema import PlacementState
+from hub.mqtt import Message, MqttClient, settings_for
+from lichen import audit, cid, hubmessages, hubwire, ledger, proofs, repair, rewards
+from lichen.errors import (
+    ConfigError,
+    LichenError,
+    LocalProtocolError,
+    MalformedMessage,
+    Refused,
+    RemoteProtocolError,
+)
+from lichen.identity import Identity, PublicIdentity, format_node_id, parse_node_id
+from lichen.manifest import check_receipt_matches, open_manifest, parse_receipt_unverified
+
+log = logging.getLogger("lichen.hub")
+
+HUB_KEY_FILE = "hub.key"
+TOKEN_FILE = "join.token"
+RUNTIME_FILE = "hub.run"  # "<http port> <mqtt url>\n": how local commands find a running hub
+_KEY_MAGIC = b"lichen-hub-key/1\n"
+REPAIR_DEADLINE = 600  # seconds a repairer has before the hub may choose another
+
+
+def create_keys(data_dir: Path) -> tuple[Identity, str]:
+    """A new hub identity and join token in ``data_dir`` (files of mode 0600)."""
+    seed = os.urandom(32)
+    token = hubmessages.new_token(os.urandom(32))
+    fsutil.write_secret(data_dir / HUB_KEY_FILE, _KEY_MAGIC + seed)
+    fsutil.write_secret(data_dir / TOKEN_FILE, token.encode())
+    return Identity(seed), token
+
+
+def load_keys(data_dir: Path) -> tuple[Identity, str]:
+    """The hub identity and join token stored in ``data_dir``; ConfigError if missing."""
+    try:
+        raw = fsutil.read_bounded(data_dir / HUB_KEY_FILE, len(_KEY_MAGIC) + 32)
+        token = fsutil.read_bounded(data_dir / TOKEN_FILE, 256).decode().strip()
+    except (OSError, MalformedMessage, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{data_dir}: no hub keys ({exc}); run 'lichen hub init --data-dir {data_dir}'"
+        ) from None
+    if not raw.startswith(_KEY_MAGIC) or len(raw) != len(_KEY_MAGIC) + 32:
+        raise ConfigError(f"{data_dir / HUB_KEY_FILE}: not a Lichen hub key")
+    return Identity(raw[len(_KEY_MAGIC) :]), token
+
+
+@dataclass
+class _OpenEpoch:
+    epoch: int
+    started: float
+    deadline: float
+    challenges: dict[str, proofs.Challenge]
+
+
+class Hub:
+    """One running hub."""
+
+    def __init__(self, data_dir: Path, config: HubConfig, identity: Identity, token: str) -> None:
+        self.data_dir = data_dir
+        self.config = config
+        self.identity = identity
+        self.token = token
+        self.metrics = hub_metrics.HubMetrics()
+        self.db: Database | None = None
+        self.mqtt: MqttClient | None = None
+        self.broker: EmbeddedBroker | None = None
+        self.broker_url = config.mqtt.broker_url
+        self.http_port = 0
+        self._open: _OpenEpoch | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._http: Any = None
+        self.epochs_run = asyncio.Event()
+        self.log = NodeLog(log, identity.node_id)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the database, the broker link and the HTTP API; start the epoch loop."""
+        url = self.config.database.url or default_url(self.data_dir)
+        self.db = await asyncio.to_thread(Database.open, url)
+        await asyncio.to_thread(self.db.upgrade)
+        if not self.broker_url:
+            self.broker = EmbeddedBroker(
+                self.config.mqtt.bind, self.config.mqtt.port, allow_anonymous=True
+            )
+            await self.broker.start()
+            self.broker_url = self.broker.url
+        self.mqtt = MqttClient(settings_for(self.broker_url, f"lichen-hub-{self.identity.node_id}"))
+        await self.mqtt.connect()
+        for pattern in hubwire.hub_subscriptions():
+            await self.mqtt.subscribe(pattern, self._on_message)
+        from hub import api
+
+        self._http, self.http_port = await api.serve(
+            self, self.config.http.bind, self.config.http.port
+        )
+        self._spawn(self._epoch_loop())
+        await asyncio.to_thread(
+            fsutil.atomic_write,
+            self.data_dir / RUNTIME_FILE,
+            f"{self.http_port} {self.broker_url}\n".encode(),
+        )
+        self.log.info(
+            "hub %s ready: API on http://%s:%d, MQTT %s, database %s",
+            self.identity.node_id,
+            self.config.http.bind,
+            self.http_port,
+            self.broker_url,
+            self.db.dialect,
+        )
+
+    async def stop(self) -> None:
+        """Stop the loop and close everything."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._http is not None:
+            self._http.should_exit = True
+        if self.mqtt is not None:
+            await self.mqtt.disconnect()
+        if self.broker is not None:
+            await self.broker.stop()
+        if self.db is not None:
+            self.db.close()
+        with contextlib.suppress(FileNotFoundError):
+            (self.data_dir / RUNTIME_FILE).unlink()
+        self.log.info("hub stopped")
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._report_failure)
+
+    def _report_failure(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error("hub task failed", exc_info=task.exception())
+
+    # -- messages from agents ------------------------------------------------------------------
+
+    def _known(self, node_id: str) -> hubwire.KnownDevice | None:
+        assert self.db is not None
+        device = self.db.get_device(node_id)
+        if device is None:
+            return None
+        return hubwire.KnownDevice(PublicIdentity(device.public_key), device.revoked)
+
+    async def _on_message(self, message: Message) -> None:
+        received = time.time()
+        try:
+            opened = await asyncio.to_thread(
+                hubwire.open_from_agent,
+                message.topic,
+                message.payload,
+                self._known,
+                join_token=self.token,
+            )
+        except (RemoteProtocolError, Refused) as exc:
+            self.metrics.refused.labels(type(exc).__name__).inc()
+            self.log.warning("refused a message on %s: %s", message.topic, exc)
+            if isinstance(exc, Refused) and message.topic.endswith("/join"):
+                await self._answer_refused_join(message.topic, str(exc))
+            return
+        self.metrics.messages.labels(str(opened.name)).inc()
+        handler = {
+            hubwire.Name.JOIN: self._on_join,
+            hubwire.Name.STATUS: self._on_status,
+            hubwire.Name.RECEIPTS: self._on_receipts,
+            hubwire.Name.PROOF: self._on_proof,
+            hubwire.Name.REPAIRED: self._on_repaired,
+        }[opened.name]
+        try:
+            await handler(opened, received)
+        except (RemoteProtocolError, Refused, LocalProtocolError) as exc:
+            self.metrics.refused.labels(type(exc).__name__).inc()
+            self.log.warning("%s from %s not recorded: %s", opened.name, opened.node_id, exc)
+
+    async def _publish(self, node_id: str, name: hubwire.Name, payload: bytes) -> None:
+        assert self.mqtt is not None
+        await self.mqtt.publish(hubwire.topic(node_id, name), payload, qos=1)
+
+    async def _answer_refused_join(self, topic: str, reason: str) -> None:
+        with contextlib.suppress(LichenError):
+            node_id, _ = hubwire.parse_topic(topic)
+            answer = hubmessages.make_joined(
+                self.identity,
+                parse_node_id(node_id),
+                self.token,
+                accepted=False,
+                reason=reason[:200],
+                now=time.time(),
+            )
+            await self._publish(node_id, hubwire.Name.JOINED, answer)
+
+    async def _on_join(self, opened: hubwire.FromAgent, now: float) -> None:
+        assert self.db is not None and isinstance(opened.message, hubmessages.Join)
+        join = opened.message
+        new = await asyncio.to_thread(
+            self.db.enroll_device, opened.node_id, join.public_key, join.name, join.capacity, now
+        )
+        if new:
+            self.log.info("device %s (%s) enrolled", opened.node_id, join.name)
+        answer = hubmessages.make_joined(
+            self.identity, opened.sender.kid, self.token, accepted=True, now=now
+        )
+        await self._publish(opened.node_id, hubwire.Name.JOINED, answer)
+
+    async def _on_status(self, opened: hubwire.FromAgent, now: float) -> None:
+        assert self.db is not None and isinstance(opened.message, hubmessages.Status)
+        status = opened.message
+        address = f"{status.host}:{status.port}" if status.online and status.host else None
+        await asyncio.to_thread(
+            self.db.update_presence,
+            opened.node_id,
+            online=status.online,
+            now=now,
+            capacity_bytes=status.capacity if status.online else None,
+            used_bytes=status.used if status.online else None,
+            address=address,
+        )
+        if not status.online:
+            self.log.info("device %s went offline", opened.node_id)
+
+    async def _on_receipts(self, opened: hubwire.FromAgent, now: float) -> None:
+        assert self.db is not None and isinstance(opened.message, hubmessages.ReceiptBatch)
+        batch = opened.message
+        await asyncio.to_thread(self._record_receipts, batch, now)
+
+    def _record_receipts(self, batch: hubmessages.ReceiptBatch, now: float) -> None:
+        assert self.db is not None
+        db = self.db
+        for upload in batch.manifests:
+            headers = dict(enumerate(upload.headers))
+            db.record_object(
+                ObjectRecord.from_manifest(upload.manifest, upload.signed), now, headers
+            )
+            for parked in db.take_parked(upload.manifest.cid_text):
+                self._place(parked.receipt, now)
+        for item in batch.receipts:
+            self._place(item.signed, now)
+
+    def _place(self, signed: bytes, now: float) -> None:
+        """Record a placement from a verified receipt, or park it until its manifest comes."""
+        assert self.db is not None
+        db = self.db
+        receipt = parse_receipt_unverified(signed)
+        signed_manifest = db.manifest(cid.to_text(receipt.object_cid))
+        if signed_manifest is None:
+            db.park_receipt(
+                ParkedReceipt(
+                    cid.to_text(receipt.object_cid),
+                    receipt.index,
+                    format_node_id(receipt.holder),
+                    signed,
+                    now,
+                )
+            )
+            return
+        check_receipt_matches(receipt, open_manifest(signed_manifest))
+        db.add_placement(PlacementRecord.from_receipt(receipt, signed), now)
+
+    async def _on_proof(self, opened: hubwire.FromAgent, received: float) -> None:
+        assert self.db is not None and isinstance(opened.message, hubmessages.ProofMessage)
+        current = self._open
+        node = opened.node_id
+        if current is None or node not in current.challenges:
+            raise MalformedMessage("an answer to no open challenge")
+        challenge = current.challenges[node]
+        roots = {
+            (cid.from_text(p.cid), p.shard_index): (p.root, p.block_count, p.block_size)
+            for p in await asyncio.to_thread(self.db.device_placements, node, None)
+        }
+        try:
+            result = proofs.verify(challenge, opened.message.signed, opened.sender, roots, received)
+        except RemoteProtocolError as exc:
+            await asyncio.to_thread(
+                self.db.record_rejected, current.epoch, node, received, str(exc)[:500]
+            )
+            self.metrics.proofs.labels("rejected").inc()
+            self.log.warning("answer of %s to epoch %d rejected: %s", node, current.epoch, exc)
+            return
+        await asyncio.to_thread(self.db.record_answer, current.epoch, node, result, received)
+        self.metrics.proofs.labels("passed").inc(result.passed)
+        self.metrics.proofs.labels("failed").inc(result.failed)
+        if result.failed:
+            self.log.warning(
+                "device %s failed %d of %d proofs in epoch %d",
+                node,
+                result.failed,
+                len(result.items),
+                current.epoch,
+            )
+
+    async def _on_repaired(self, opened: hubwire.FromAgent, now: float) -> None:
+        assert self.db is not None and isinstance(opened.message, hubmessages.Repaired)
+        report = opened.message
+        repair_row = await asyncio.to_thread(self.db.get_repair, report.repair_id)
+        if repair_row is None or repair_row.repairer != opened.node_id:
+            raise MalformedMessage(f"a report on repair {report.repair_id}, not ordered from it")
+        ok = not report.failed
+        await asyncio.to_thread(
+            self.db.finish_repair, report.repair_id, now, ok=ok, detail=report.detail[:500]
+        )
+        self.metrics.repairs.labels("done" if ok else "failed").inc()
+        self.log.info(
+            "repair %d of %s %s: placed %s",
+            report.repair_id,
+            cid.to_text(report.object_cid),
+            "done" if ok else "failed",
+            [i for i, _ in report.placed],
+        )
+
+    # -- epochs --------------------------------------------------------------------------------
+
+    async def _epoch_loop(self) -> None:
+        length = self.config.epochs.length
+        while True:
+            started = time.time()
+            await self.run_epoch()
+            self.epochs_run.set()
+            await asyncio.sleep(max(0.0, started + length - time.time()))
+
+    async def run_epoch(self) -> int:
+        """One whole epoch: challenge, wait for answers, close with rewards, plan repairs."""
+        assert self.db is not None
+        db = self.db
+        cfg = self.config.epochs
+        started = time.time()
+        last = await asyncio.to_thread(db.last_closed_epoch)
+        current = await asyncio.to_thread(db.current_epoch)
+        number = (
+            max(e.epoch for e in (last, current) if e is not None) + 1 if (last or current) else 1
+        )
+        deadline = started + cfg.answer_within
+        await asyncio.to_thread(db.open_epoch, number, started, deadline)
+        challenges = await asyncio.to_thread(self._plan, number, int(deadline) + 1)
+        self._open = _OpenEpoch(number, started, deadline, challenges)
+        for node, challenge in challenges.items():
+            signed = audit.sign_challenge(challenge, self.identity)
+            await asyncio.to_thread(db.record_challenge, number, node, signed, started, deadline)
+            await self._publish(node, hubwire.Name.CHALLENGE, signed)
+        await asyncio.sleep(max(0.0, deadline + 1 - time.time()))
+        self._open = None
+        await asyncio.to_thread(self._close_epoch, number, started)
+        await self._repairs()
+        return number
+
+    def _plan(self, epoch: int, deadline: int) -> dict[str, proofs.Challenge]:
+        assert self.db is not None
+        placements: dict[str, list[audit.Placement]] = {}
+        offset = 0
+        while True:
+            page = self.db.list_devices(limit=500, offset=offset)
+            for device in page.items:
+                if device.revoked or device.standing.state is rewards.State.EVICTED:
+                    continue
+                held = self.db.device_placements(device.node_id)
+                if held:
+                    placements[device.node_id] = [
+                        audit.Placement(
+                            cid.from_text(p.cid),
+                            p.shard_index,
+                            p.root,
+                            p.block_size,
+                            p.piece_size,
+                        )
+                        for p in held
+                    ]
+            offset += len(page.items)
+            if offset >= page.total or not page.items:
+                break
+        cfg = self.config.epochs
+        target = audit.AuditTarget(cfg.loss_fraction, cfg.detect_probability, cfg.blocks_per_shard)
+        nonces = {node: os.urandom(proofs.NONCE_SIZE) for node in placements}
+        return audit.plan(epoch, placements, nonces, deadline, target)
+
+    def _policy(self) -> rewards.RewardPolicy:
+        r = self.config.rewards
+        return rewards.RewardPolicy(
+            pool=r.pool,
+            penalty_per_failed_item=r.penalty_per_failed_item,
+            penalty_per_missed_answer=r.penalty_per_missed_answer,
+            warn_after=r.warn_after,
+            penalise_after=r.penalise_after,
+            evict_after=r.evict_after,
+        )
+
+    def _close_epoch(self, epoch: int, started: float) -> None:
+        assert self.db is not None
+        db = self.db
+        missed = db.expire_challenges(epoch)
+        for node in missed:
+            db.mark_absent(node, time.time())
+        result = rewards.epoch_rewards(
+            epoch,
+            max(1, int(self.config.epochs.length)),
+            self._policy(),
+            db.proof_inputs(epoch),
+            db.standings(),
+        )
+        previous = db.last_closed_epoch()
+        closed = time.time()
+        record = ledger.make_record(
+            self.identity, previous.record if previous else None, result, started, closed
+        )
+        db.close_epoch(
+            epoch,
+            closed,
+            record,
+            ledger.record_hash(record),
+            previous.record_hash if previous and previous.record_hash else bytes(32),
+            result.devices,
+        )
+        self.metrics.epochs.inc()
+        self.metrics.rewards_paid.inc(result.total_reward)
+        self.log.info(
+            "epoch %d closed: %d devices, %d paid, %d in penalties, %d missed",
+            epoch,
+            len(result.devices),
+            result.total_reward,
+            result.total_penalty,
+            len(missed),
+        )
+
+    async def _repairs(self) -> None:
+        assert self.db is not None
+        orders = await asyncio.to_thread(self._plan_repairs, time.time())
+        for repairer, payload in orders:
+            await self._publish(repairer, hubwire.Name.REPAIR, payload)
+
+    def _plan_repairs(self, now: float) -> list[tuple[str, bytes]]:
+        assert self.db is not None
+        db = self.db
+        cfg = self.config.repair
+        devices = {}
+        offset = 0
+        while True:
+            page = db.list_devices(limit=500, offset=offset)
+            for d in page.items:
+                devices[d.node_id] = repair.DeviceView(
+                    d.node_id,
+                    d.online,
+                    d.last_seen or 0.0,
+                    d.absent_since,
+                    d.standing.state,
+                    d.revoked,
+                    max(0, d.capacity_bytes - d.used_bytes),
+                )
+            offset += len(page.items)
+            if offset >= page.total or not page.items:
+                break
+        at_risk = {o.cid: o for o in db.objects_at_risk(cfg.margin)}
+        for holder in db.absent_holders(now - cfg.after):
+            for p in db.device_placements(holder):
+                obj = db.get_object(p.cid)
+                if obj is not None:
+                    at_risk.setdefault(obj.cid, obj)
+        views = []
+        for obj in at_risk.values():
+            held = tuple(
+                repair.HeldShard(p.shard_index, p.holder, repair.ShardState(p.state.value))
+                for p in db.object_placements(obj.cid)
+                if p.state is not PlacementState.REMOVED
+            )
+            views.append(
+                repair.ObjectView(cid.from_text(obj.cid), obj.k, obj.n, obj.piece_size, held)
+            )
+        in_progress = [cid.from_text(r.cid) for r in db.repairs_in_progress()]
+        plan = repair.plan_repairs(
+            now, devices, views, repair.RepairSettings(cfg.after, cfg.margin), in_progress
+        )
+        for lost in plan.lost:
+            db.set_placement_state(
+                cid.to_text(lost.object_cid), lost.index, lost.holder, PlacementState.LOST, now
+            )
+        out = []
+        for order in plan.repairs:
+            built = self._repair_order(order, now)
+            if built is not None:
+                out.append(built)
+        for item in plan.unrecoverable:
+            self.log.error("object %s cannot be rebuilt: %s", cid.to_text(item.object_cid), item)
+        return out
+
+    def _endpoint(self, node_id: str) -> hubmessages.Endpoint | None:
+        assert self.db is not None
+        device = self.db.get_device(node_id)
+        if device is None or not device.address:
+            return None
+        host, _, port = device.address.rpartition(":")
+        return hubmessages.Endpoint(parse_node_id(node_id), host, int(port))
+
+    def _repair_order(self, order: repair.RepairOrder, now: float) -> tuple[str, bytes] | None:
+        assert self.db is not None
+        db = self.db
+        text = cid.to_text(order.object_cid)
+        manifest = db.manifest(text)
+        headers = db.shard_headers(text, list(order.targets))
+        sources = [
+            hubmessages.RepairSource(index, endpoint)
+            for index, holder in sorted(order.sources.items())
+            if (endpoint := self._endpoint(holder)) is not None
+        ]
+        targets = [
+            hubmessages.RepairTarget(index, headers[index], endpoint)
+            for index, holder in sorted(order.targets.items())
+            if index in headers and (endpoint := self._endpoint(holder)) is not None
+        ]
+        if manifest is None or len(sources) < order.k or not targets:
+            self.log.warning("repair of %s cannot be ordered yet (missing data)", text)
+            return None
+        repair_id = db.create_repair(
+            text,
+            sorted(order.missing),
+            order.repairer,
+            [(t.index, order.targets[t.index]) for t in targets],
+            now,
+        )
+        message = hubmessages.RepairOrder(
+            repair_id=repair_id,
+            repairer=parse_node_id(order.repairer),
+            signed_manifest=manifest,
+            targets=tuple(targets),
+            sources=tuple(sources),
+            issued=int(now),
+            deadline=int(now) + REPAIR_DEADLINE,
+        )
+        self.metrics.repairs.labels("ordered").inc()
+        self.log.info(
+            "repair %d: %s rebuilds shards %s of %s",
+            repair_id,
+            order.repairer,
+            sorted(order.targets),
+            text,
+        )
+        return order.repairer, message.sign(self.identity)
