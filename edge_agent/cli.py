@@ -210,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--agents", type=int, default=5, help="number of agents (default 5)")
     demo.add_argument("--duration", type=float, help="stop after this many seconds")
+    demo.add_argument("--http-port", type=int, default=8080, help="API port (8080, or any free)")
+    demo.add_argument(
+        "--keep", type=Path, metavar="DIR", help="keep the demo's data in DIR (default: removed)"
+    )
     return parser
 
 
@@ -303,7 +307,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], int] | None] = {
     "peers": _command("peers", True),
     "status": _command("status", True),
     "stream": _command("stream_read", True),
-    "demo": None,
+    "demo": _command("demo_command", True, "hub.demo"),
 }
 
 

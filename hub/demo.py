@@ -1,0 +1,266 @@
+"""``lichen demo``: a whole community on this machine, on loopback, with nothing installed.
+
+A hub (embedded MQTT broker, SQLite) runs in this process; N agents run as their own
+processes, each with its own data directory, joined to the hub and to each other; a
+simulated sensor writes readings to the first agent; a file is stored on the mesh. Epochs are
+short (seconds) so proofs, rewards and the ledger move while you watch. With ``--duration``
+it stops by itself and prints a summary from the hub's records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiocoap
+from aiocoap import Code, Message
+
+from hub import config as hub_config
+from hub.service import Hub, create_keys
+
+EPOCH_SECONDS = 10.0
+ANSWER_WITHIN = 4.0
+REPAIR_AFTER = 30.0
+SENSOR_PERIOD = 0.5  # seconds between simulated readings
+STREAM = "demo.temperature"
+READY = re.compile(r"agent (\w+) ready: CoAP on \S+ port (\d+)")
+
+
+def _free_port() -> int:
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise OSError("no free port on 127.0.0.1")
+
+
+def _port_or_free(port: int) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return _free_port()
+    return port
+
+
+@dataclass
+class _Agent:
+    data_dir: Path
+    port: int
+    node_id: str = ""
+    proc: subprocess.Popen[str] | None = None
+    log: list[str] = field(default_factory=list)
+
+
+def _lichen(*args: str) -> list[str]:
+    return [sys.executable, "-m", "edge_agent.cli", *args]
+
+
+def _say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+async def _start_agent(agent: _Agent, peers: list[str], hub_url: str, token: str) -> None:
+    init = subprocess.run(
+        _lichen(
+            "agent",
+            "init",
+            "--data-dir",
+            str(agent.data_dir),
+            "--port",
+            str(agent.port),
+            "--no-mdns",
+            "--capacity-mib",
+            "256",
+            *peers,
+        ),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    agent.node_id = init.stdout.split()[2]
+    config = agent.data_dir / "agent.toml"
+    text = config.read_text().replace("port = 9464", "port = -1")
+    text = text.replace('bind = "0.0.0.0"', 'bind = "127.0.0.1"')
+    text = re.sub(r'^url = ""', f'url = "{hub_url}"', text, flags=re.MULTILINE)
+    text = re.sub(r'^token = ""', f'token = "{token}"', text, flags=re.MULTILINE)
+    config.write_text(text)
+    agent.proc = subprocess.Popen(
+        _lichen("agent", "run", "--data-dir", str(agent.data_dir)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    loop = asyncio.get_running_loop()
+    assert agent.proc.stderr is not None
+    stream = agent.proc.stderr
+    while True:
+        line = await loop.run_in_executor(None, stream.readline)
+        if not line:
+            raise RuntimeError(f"agent in {agent.data_dir} exited:\n" + "".join(agent.log[-20:]))
+        agent.log.append(line)
+        if READY.search(line):
+            break
+    loop.run_in_executor(None, _drain, agent)
+
+
+def _drain(agent: _Agent) -> None:
+    assert agent.proc is not None and agent.proc.stderr is not None
+    for line in agent.proc.stderr:
+        agent.log.append(line)
+        del agent.log[:-200]
+
+
+async def _sensor(port: int, counts: dict[str, int], stop: asyncio.Event) -> None:
+    """A simulated temperature sensor: one SenML reading every SENSOR_PERIOD seconds."""
+    context = await aiocoap.Context.create_client_context()
+    try:
+        step = 0
+        while not stop.is_set():
+            value = round(20.0 + 3.0 * math.sin(step / 20.0), 2)
+            pack = json.dumps([{"n": "kitchen", "u": "Cel", "v": value, "t": time.time()}])
+            request = Message(
+                code=Code.POST,
+                uri=f"coap://127.0.0.1:{port}/s/{STREAM}",
+                payload=pack.encode(),
+                content_format=110,
+            )
+            try:
+                response = await asyncio.wait_for(context.request(request).response, 10)
+                key = "accepted" if response.code == Code.CHANGED else "refused"
+            except (TimeoutError, aiocoap.error.Error):
+                key = "unanswered"
+            counts[key] = counts.get(key, 0) + 1
+            step += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), SENSOR_PERIOD)
+    finally:
+        await context.shutdown()
+
+
+async def run(agents: int, duration: float | None, data_dir: Path | None, http_port: int) -> int:
+    """Run the demo; return the exit status."""
+    if not 3 <= agents <= 20:
+        raise ValueError("the demo runs 3 to 20 agents")
+    root = data_dir or Path(tempfile.mkdtemp(prefix="lichen-demo-"))
+    keep = data_dir is not None
+    root.mkdir(parents=True, exist_ok=True)
+    hub_dir = root / "hub"
+    hub_dir.mkdir(exist_ok=True)
+    identity, token = create_keys(hub_dir)
+    cfg = hub_config.HubConfig()
+    cfg = hub_config.replace(cfg, "mqtt", bind="127.0.0.1", port=_free_port())
+    cfg = hub_config.replace(cfg, "http", bind="127.0.0.1", port=_port_or_free(http_port))
+    cfg = hub_config.replace(cfg, "epochs", length=EPOCH_SECONDS, answer_within=ANSWER_WITHIN)
+    cfg = hub_config.replace(cfg, "repair", after=REPAIR_AFTER)
+    hub = Hub(hub_dir, cfg, identity, token)
+    members = [_Agent(root / f"agent{i}", _free_port()) for i in range(agents)]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    counts: dict[str, int] = {}
+    sensor: asyncio.Task[None] | None = None
+    try:
+        await hub.start()
+        _say(f"hub {identity.node_id[:8]} up: {hub.broker_url}")
+        peers = [arg for m in members for arg in ("--peer", f"127.0.0.1:{m.port}")]
+        await asyncio.gather(*(_start_agent(m, peers, hub.broker_url, token) for m in members))
+        _say(f"{agents} agents up: " + ", ".join(m.node_id[:8] for m in members))
+        sensor = loop.create_task(_sensor(members[0].port, counts, stop))
+        sample = root / "hello.txt"
+        sample.write_text("Hello from the Lichen demo.\n" * 1000)
+        put = subprocess.run(
+            _lichen("put", str(sample), "--data-dir", str(members[0].data_dir)),
+            capture_output=True,
+            text=True,
+        )
+        if put.returncode == 0:
+            _say(f"stored {sample.name} as {put.stdout.strip()}")
+        else:
+            _say(f"could not store the sample file: {put.stderr.strip()}")
+        _say("")
+        _say(f"Dashboard and API: http://127.0.0.1:{hub.http_port}/api/overview")
+        _say(f"  devices: http://127.0.0.1:{hub.http_port}/api/devices")
+        _say(f"  ledger:  http://127.0.0.1:{hub.http_port}/api/ledger/verify")
+        _say(f"  data in {root}" + ("" if keep else " (removed at the end)"))
+        _say("Press Ctrl-C to stop." if duration is None else f"Stopping in {duration:.0f} s.")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), duration)
+        stop.set()
+        if sensor is not None:
+            await sensor
+        await _summary(hub, counts, agents)
+        return 0
+    finally:
+        stop.set()
+        if sensor is not None and not sensor.done():
+            sensor.cancel()
+        for m in members:
+            if m.proc is not None and m.proc.poll() is None:
+                m.proc.send_signal(signal.SIGTERM)
+        for m in members:
+            if m.proc is not None:
+                try:
+                    m.proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    m.proc.kill()
+        await hub.stop()
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+async def _summary(hub: Hub, counts: dict[str, int], agents: int) -> None:
+    assert hub.db is not None
+    db = hub.db
+    overview = await asyncio.to_thread(db.overview)
+    epochs = await asyncio.to_thread(db.list_epochs, 1000, 0)
+    closed = [e for e in epochs.items if e.closed]
+    passed = failed = paid = 0
+    for e in closed:
+        for r in await asyncio.to_thread(db.epoch_rewards, e.epoch):
+            passed += r.items_passed
+            failed += r.items_failed
+            paid += r.reward
+    health = ", ".join(f"{k} {v}" for k, v in overview.objects_by_health.items() if v)
+    _say("")
+    _say("Summary")
+    _say(f"  devices enrolled:  {overview.devices} of {agents} agents")
+    _say(
+        f"  readings stored:   {counts.get('accepted', 0)} acknowledged "
+        f"({counts.get('unanswered', 0)} unanswered, {counts.get('refused', 0)} refused)"
+    )
+    _say(f"  objects:           {overview.objects} ({health or 'none'})")
+    _say(f"  epochs run:        {len(closed)}")
+    _say(f"  proofs:            {passed} passed, {failed} failed")
+    _say(f"  rewards paid:      {paid} units")
+
+
+async def demo_command(args: object) -> int:
+    """``lichen demo`` from parsed arguments."""
+    return await run(
+        getattr(args, "agents", 5),
+        getattr(args, "duration", None),
+        getattr(args, "keep", None),
+        getattr(args, "http_port", 8080),
+    )
