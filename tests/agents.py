@@ -129,13 +129,14 @@ class AgentProc:
     def wait_for(self, pattern: str | re.Pattern[str], timeout: float = WAIT) -> re.Match[str]:
         """The first log line (old or new) matching ``pattern``; fail with the log if none."""
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
-        for line in self.lines:
-            match = regex.search(line)
+        for old in self.lines:
+            match = regex.search(old)
             if match:
                 return match
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
+            line: str | None
             try:
                 line = self._queue.get(timeout=max(0.0, remaining))
             except queue.Empty:
