@@ -17,21 +17,22 @@ import socket
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiocoap
 
-from edge_agent import coap_server, datapath, fsutil, keys, metrics
+from edge_agent import coap_server, datapath, fsutil, keys, metrics, sensors
 from edge_agent.coap_client import AgentClient
 from edge_agent.config import AgentConfig
 from edge_agent.discovery import Advert, Discovery
 from edge_agent.logs import NodeLog
+from edge_agent.observe import LatestReadings
+from edge_agent.outbox import Outbox
 from edge_agent.peers import PeerTable
 from edge_agent.store import ShardStore
 from edge_agent.streams import (
     SEAL_RETRY,
     STREAMS_DIR,
-    SensorResource,
     StreamIndexResource,
     StreamStore,
 )
@@ -39,8 +40,12 @@ from lichen import cid, messages, placement
 from lichen.errors import ConfigError, LichenError
 from lichen.identity import Identity
 
+if TYPE_CHECKING:
+    from edge_agent.hublink import HubLink
+
 RUNTIME_FILE = "agent.run"  # "<port>\n": how local commands find a running agent
 STORE_DIR = "store"
+OUTBOX_DIR = "hub"  # what the hub is owed (edge_agent.outbox)
 REFRESH_INTERVAL = 30.0  # seconds between checks that verified peers are still there
 STATIC_RETRY = 15.0  # seconds between hellos to static peers not yet verified
 SCRUB_BYTES_PER_TICK = 64 * 1024 * 1024  # bounded work per scrub pass, so serving stays quick
@@ -108,6 +113,9 @@ class Agent:
         self._seal_wakeup = asyncio.Event()
         self.keyring: keys.Keyring | None = None
         self.streams: StreamStore | None = None
+        self.sensors: sensors.SensorRegistry | None = None
+        self.outbox: Outbox | None = None
+        self.hub_link: HubLink | None = None
         self.log = NodeLog(log, identity.node_id)
 
     @property
@@ -123,6 +131,8 @@ class Agent:
             now=time.time,
             domain=self.config.agent.domain,
             tags=self.config.agent.tags,
+            on_receipt=self.outbox.notify if self.outbox is not None else None,
+            keep_owned=self.outbox.keep_owned if self.outbox is not None else None,
         )
 
     async def start(self) -> None:
@@ -134,7 +144,11 @@ class Agent:
         self.store = await asyncio.to_thread(
             ShardStore.open, self.data_dir / STORE_DIR, cfg.store.capacity_mib * 1024 * 1024
         )
+        self.outbox = await asyncio.to_thread(
+            Outbox.open, self.data_dir / OUTBOX_DIR, self.store, self.identity, self.log
+        )
         self.keyring = keys.Keyring.load(self.data_dir)
+        self.sensors = await asyncio.to_thread(sensors.SensorRegistry.open, self.data_dir)
         self.streams = StreamStore(
             self.data_dir / STREAMS_DIR,
             self.identity,
@@ -142,8 +156,11 @@ class Agent:
             segment_seconds=cfg.streams.segment_seconds,
             seal_object=self._seal_object,
             on_sealed=lambda name, count: self.metrics.segments.labels(name).inc(),
+            before_trim=self.sensors.checkpoint,
         )
         await asyncio.to_thread(self.streams.open_all)
+        # Counters accepted just before a crash are in the logs, not yet in the registry.
+        self.sensors.recover(self.streams.marks)
         self.metrics.capacity_bytes.set(self.store.capacity_bytes)
         site = coap_server.build_site(self.services, self.extra_resources())
         self._context = await coap_server.start(site, bind, self.port)
@@ -166,6 +183,8 @@ class Agent:
         self._spawn(self._refresh_peers())
         self._spawn(self._housekeeping())
         self._spawn(self._sealer())
+        if cfg.hub.url:
+            await self._start_hub_link()
         await asyncio.to_thread(
             fsutil.atomic_write, self.data_dir / RUNTIME_FILE, f"{self.port}\n".encode()
         )
@@ -180,13 +199,14 @@ class Agent:
 
     def extra_resources(self) -> dict[tuple[str, ...], coap_server.LichenResource]:
         """The stream resources, beside the core set."""
-        assert self.streams is not None
+        assert self.streams is not None and self.sensors is not None
         return {
-            ("s",): SensorResource(
+            ("s",): LatestReadings(
                 self.services,
                 self.streams,
                 self.config.streams.accept_unauthenticated_local,
                 self._seal_wakeup.set,
+                self.sensors,
             ),
             ("streams",): StreamIndexResource(self.services, self.streams),
         }
@@ -223,7 +243,36 @@ class Agent:
             n=n,
             label=f"{name}/{seq}",
         )
+        if self.outbox is not None:
+            # This agent owns the segment: the hub gets its manifest and headers from here.
+            await asyncio.to_thread(
+                self.outbox.keep_owned, result.signed_manifest, result.signed_headers
+            )
         return result.manifest.object_cid
+
+    async def _start_hub_link(self) -> None:
+        """Connect to the hub in the background ([hub] url and token are set)."""
+        from edge_agent import hublink
+
+        assert self.store is not None and self.outbox is not None and self.client is not None
+        cfg = self.config
+        settings = hublink.LinkSettings(
+            url=cfg.hub.url,
+            token=cfg.hub.token,
+            name=cfg.agent.name or socket.gethostname(),
+            coap_bind=cfg.coap.bind,
+            coap_port=self.port,
+        )
+        self.hub_link = hublink.HubLink(
+            settings,
+            identity=self.identity,
+            data_dir=self.data_dir,
+            store=self.store,
+            outbox=self.outbox,
+            client=self.client,
+            log=self.log,
+        )
+        await self.hub_link.start()
 
     async def _sealer(self) -> None:
         assert self.streams is not None
@@ -240,6 +289,8 @@ class Agent:
 
     async def stop(self) -> None:
         """Stop serving and close everything, in reverse order of start."""
+        if self.hub_link is not None:
+            await self.hub_link.stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -251,6 +302,8 @@ class Agent:
             self._metrics_server.close()
         if self.streams is not None:
             self.streams.close()
+        if self.sensors is not None:
+            await asyncio.to_thread(self.sensors.checkpoint)
         with contextlib.suppress(FileNotFoundError):
             (self.data_dir / RUNTIME_FILE).unlink()
         self.log.info("agent %s stopped", self.identity.node_id)

@@ -90,6 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve CoAP, discover and verify peers, store shards; logs go to stderr.",
     )
     _data_dir_arg(run)
+    join = agent_sub.add_parser(
+        "join",
+        help="set the hub this agent joins (writes [hub] url and token in agent.toml)",
+        description="Write the hub's broker URL and join token (both printed by 'lichen hub "
+        "token') into the [hub] section of agent.toml, leaving the rest of the file as it is. "
+        "The agent joins at its next start.",
+    )
+    join.add_argument("url", help="the hub's broker, mqtt://[user:password@]host[:port]")
+    join.add_argument("token", help="the hub's join token")
+    _data_dir_arg(join)
 
     put = sub.add_parser(
         "put",
@@ -300,6 +310,7 @@ _AGENT_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "init": _command("agent_init", False),
     "id": _command("agent_id", False),
     "run": _command("agent_run", True),
+    "join": _command("agent_join", False),
 }
 _HANDLERS: dict[str, Callable[[argparse.Namespace], int] | None] = {
     "put": _command("put", True),

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiocoap
 from aiocoap import Code, Message
 
 from edge_agent.coap_server import CT_CBOR, CT_COSE_SIGN1
+from edge_agent.outbox import encode_owned
 from lichen import cid, identity, manifest, messages
 from lichen.errors import DataUnavailable, LichenError, MalformedMessage
 from lichen.identity import Identity, PublicIdentity
@@ -154,6 +156,22 @@ class AgentClient:
                 uri=f"coap+tcp://{_authority(host, port)}/manifests",
                 payload=signed,
                 content_format=CT_COSE_SIGN1,
+            ),
+            CONTROL_TIMEOUT,
+        )
+
+    async def put_owned_headers(
+        self, host: str, port: int, signed_manifest: bytes, headers: Sequence[bytes]
+    ) -> None:
+        """Leave a manifest we own with its n signed shard headers at our agent, for the hub."""
+        object_cid = manifest.open_manifest(signed_manifest).object_cid
+        await self._ask(
+            Message(
+                code=Code.PUT,
+                uri=f"coap+tcp://{_authority(host, port)}/manifests/"
+                f"{cid.to_text(object_cid)}/headers",
+                payload=encode_owned(signed_manifest, headers),
+                content_format=CT_CBOR,
             ),
             CONTROL_TIMEOUT,
         )

@@ -13,6 +13,8 @@ Resources (``rt`` values are listed in ``/.well-known/core``)::
     GET  /shards/<cid>/<index>   lichen.shards    fetch a shard (header and body)
     PUT  /manifests              lichen.manifest  store an owner-signed manifest
     GET  /manifests/<cid>        lichen.manifest  fetch a manifest
+    PUT  /manifests/<cid>/headers lichen.manifest store a manifest this agent owns with its n
+                                                  owner-signed shard headers, for the hub
     GET  /peers                  lichen.peers     the peers we verified
     GET  /status                 lichen.status    capacity, use and counts
 """
@@ -21,16 +23,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import aiocoap
 import aiocoap.resource as resource
 from aiocoap import Code, Message
 from aiocoap.interfaces import Pipe
+from aiocoap.util.asyncio.recvmsg import RecvmsgSelectorDatagramTransport
 from aiocoap.util.linkformat import Link, LinkFormat
 
 from edge_agent.metrics import AgentMetrics
+from edge_agent.outbox import MAX_OWNED_SIZE, decode_owned
 from edge_agent.peers import PeerTable
 from edge_agent.store import ShardStore
 from lichen import __version__, cid, holder, identity, manifest, messages
@@ -51,6 +55,7 @@ CT_CBOR = 60  # application/cbor, RFC 7049 section 7.3
 CT_COSE_SIGN1 = 18  # application/cose; cose-type="cose-sign1", RFC 9052 section 11.2
 MAX_CONTROL_BODY = 4096  # hello, manifests and every other small request
 MAX_MANIFEST_BODY = 32 * 1024  # a 256-shard manifest is about 14 KiB
+MAX_UDP_DATAGRAM = 65535  # the largest UDP payload: a datagram is read whole or not at all
 
 
 @dataclass
@@ -65,6 +70,10 @@ class Services:
     now: Callable[[], float]
     domain: str = ""
     tags: tuple[str, ...] = ()
+    on_receipt: Callable[[], None] | None = None
+    """Called in the event loop after a shard was stored and its receipt kept."""
+    keep_owned: Callable[[bytes, Sequence[bytes]], None] | None = None
+    """Keeps an owned manifest with its signed headers for the hub (blocking; in a thread)."""
 
 
 def _code_for(exc: LichenError) -> Code:
@@ -201,6 +210,8 @@ class ShardUploadResource(LichenResource):
         self.require_format(request, CT_CBOR)
         offer = messages.ShardTransfer.decode(request.payload, self.services.max_body)
         receipt = await asyncio.to_thread(self._accept, offer)
+        if self.services.on_receipt is not None:
+            self.services.on_receipt()
         return Message(code=Code.CREATED, payload=receipt, content_format=CT_COSE_SIGN1)
 
     def _accept(self, offer: messages.ShardTransfer) -> bytes:
@@ -222,6 +233,11 @@ class ShardUploadResource(LichenResource):
                 cid.to_text(header.object_cid),
                 header.piece_size,
             )
+        # Kept for the hub (edge_agent.outbox); after the shard, so a crash between the two
+        # leaves a held shard without a receipt, which the outbox signs afresh.
+        s.store.put_receipt(
+            decision.signed_receipt, header.object_cid, header.index, s.identity.kid
+        )
         return decision.signed_receipt
 
 
@@ -263,10 +279,33 @@ class ManifestUploadResource(LichenResource):
 
 
 class ManifestResource(PathResource):
-    """GET /manifests/<cid>: an owner-signed manifest."""
+    """GET /manifests/<cid>: an owner-signed manifest. PUT /manifests/<cid>/headers: a
+    manifest this agent owns with its n owner-signed shard headers, CBOR ``[manifest,
+    [headers]]``, kept for the hub (which needs them to order repairs)."""
 
     rt = "lichen.manifest"
     name = "manifests"
+    max_body = MAX_OWNED_SIZE
+
+    async def render_put(self, request: Message) -> Message:
+        path = request.opt.uri_path
+        if len(path) != 2 or path[1] != "headers":
+            raise MalformedMessage("PUT /manifests/<cid>/headers")
+        self.require_format(request, CT_CBOR)
+        object_cid = cid.from_text(path[0])
+        s = self.services
+        if s.keep_owned is None:
+            raise Refused("this agent does not keep headers")
+        # Only the owner can sign a manifest this agent's key owns: no other check is needed.
+        signed, headers = await asyncio.to_thread(decode_owned, request.payload, s.identity.public)
+        opened = manifest.open_manifest(signed)
+        if opened.object_cid != object_cid:
+            raise MalformedMessage("the manifest is not the one the path names")
+        if opened.expiry < s.now():
+            raise Refused("manifest has expired")
+        await asyncio.to_thread(s.store.put_manifest, signed)
+        await asyncio.to_thread(s.keep_owned, signed, headers)
+        return Message(code=Code.CREATED)
 
     async def render_get(self, request: Message) -> Message:
         if len(request.opt.uri_path) != 1:
@@ -334,6 +373,10 @@ def build_site(
 
 async def start(site: resource.Site, bind: str, port: int) -> aiocoap.Context:
     """Listen on ``bind``:``port`` over UDP and TCP (the same port number for both)."""
+    # aiocoap reads at most 4096 bytes of a UDP datagram and handles a longer one cut short,
+    # as if it were whole: a 12 KiB sensor pack in one datagram then reads as malformed.
+    # Reading whole datagrams lets each resource's own body limit (4.13) decide.
+    RecvmsgSelectorDatagramTransport.max_size = MAX_UDP_DATAGRAM
     return await aiocoap.Context.create_server_context(
         site, bind=(bind, port), transports=["udp6", "tcpserver", "tcpclient"]
     )

@@ -71,6 +71,38 @@ def agent_id(args: argparse.Namespace) -> int:
     return 0
 
 
+def agent_join(args: argparse.Namespace) -> int:
+    """``lichen agent join URL TOKEN``: set [hub] url and token in agent.toml (atomically)."""
+    from edge_agent import hublink
+    from hub.mqtt import parse_broker_url
+    from lichen import hubmessages
+
+    data_dir: Path = args.data_dir
+    broker = parse_broker_url(args.url)
+    token = args.token.strip()
+    if not hubmessages.MIN_TOKEN_LENGTH <= len(token) <= hubmessages.MAX_TOKEN_LENGTH:
+        raise ConfigError(
+            f"a join token is {hubmessages.MIN_TOKEN_LENGTH} to "
+            f"{hubmessages.MAX_TOKEN_LENGTH} characters (as 'lichen hub token' prints it)"
+        )
+    path = _config_path(data_dir)
+    before = config_mod.load(path)
+    identity = keys.load_identity(data_dir)
+    text = fsutil.read_bounded(path, config_mod.MAX_CONFIG_BYTES).decode("utf-8")
+    # The file now holds a secret (the token): owner only.
+    fsutil.atomic_write(path, config_mod.with_hub(text, args.url, token).encode(), mode=0o600)
+    print(f"agent {identity.node_id} will join the hub at {broker.url}")
+    pinned = data_dir / hublink.HUB_KEY_FILE
+    if (before.hub.url, before.hub.token) != (args.url, token) and pinned.exists():
+        pinned.unlink()
+        print(f"forgot the key of the hub joined before ({hublink.HUB_KEY_FILE})")
+    if (data_dir / RUNTIME_FILE).exists():
+        print("the agent is running: restart it to join (it reads agent.toml when it starts)")
+    else:
+        print(f"start the agent to join: lichen agent run --data-dir {data_dir}")
+    return 0
+
+
 async def agent_run(args: argparse.Namespace) -> int:
     """``lichen agent run``: serve until signalled."""
     cfg = config_mod.load(_config_path(args.data_dir))
@@ -185,6 +217,7 @@ async def put(args: argparse.Namespace) -> int:
                 lifetime=args.days * 86400,
                 label=label,
                 progress=bar,
+                home=mesh[0],
             )
         finally:
             bar.close()

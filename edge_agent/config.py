@@ -9,6 +9,8 @@ range are refused with a :class:`~lichen.errors.ConfigError` that names the key.
 from __future__ import annotations
 
 import ipaddress
+import re
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,6 +168,50 @@ def load(path: Path) -> AgentConfig:
 def render_default(config: AgentConfig | None = None) -> str:
     """A commented TOML file with every setting, its explanation and its value."""
     return tomlconfig.render(config or AgentConfig(), "Lichen agent configuration.")
+
+
+_HUB_HEADER = re.compile(r"\s*\[\s*hub\s*\]\s*(#.*)?")
+_ANY_HEADER = re.compile(r"\s*\[")
+_HUB_KEY = re.compile(r"\s*(url|token)\s*=")
+
+
+def _toml_string(value: str) -> str:
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ConfigError(f"{value[:40]!r} holds control characters")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def with_hub(text: str, url: str, token: str) -> str:
+    """The agent.toml ``text`` with ``[hub] url`` and ``token`` set and every other line kept
+    (comments too); :class:`ConfigError` if the result would not be a valid config."""
+    values = {"url": url, "token": token}
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if _HUB_HEADER.fullmatch(line.rstrip())), None)
+    if start is None:
+        lines += ["\n"] if lines and not lines[-1].endswith("\n") else []
+        lines += ["\n[hub]\n"] + [f"{k} = {_toml_string(v)}\n" for k, v in values.items()]
+    else:
+        end = next(
+            (i for i in range(start + 1, len(lines)) if _ANY_HEADER.match(lines[i])), len(lines)
+        )
+        seen = set()
+        for i in range(start + 1, end):
+            match = _HUB_KEY.match(lines[i])
+            if match:
+                key = match.group(1)
+                lines[i] = f"{key} = {_toml_string(values[key])}\n"
+                seen.add(key)
+        while end > start + 1 and not lines[end - 1].strip():
+            end -= 1
+        lines[end:end] = [f"{k} = {_toml_string(v)}\n" for k, v in values.items() if k not in seen]
+    result = "".join(lines)
+    try:
+        parsed = from_dict(tomllib.loads(result))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"the [hub] section could not be updated: {exc}") from None
+    if (parsed.hub.url, parsed.hub.token) != (url, token):
+        raise ConfigError("the [hub] section could not be updated safely: edit it by hand")
+    return result
 
 
 def replace(config: AgentConfig, section: str, **changes: Any) -> AgentConfig:

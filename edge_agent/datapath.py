@@ -3,7 +3,9 @@
 ``put``: seal and shard on this device (:mod:`lichen.objects`), choose holders by rendezvous
 placement (:mod:`lichen.placement`), send each shard over ``coap+tcp`` and collect the
 holders' signed receipts (a refusing or dead holder is replaced by the next in that shard's
-ranking), then sign the manifest and leave copies with several agents.
+ranking), then sign the manifest and leave copies with several agents. The owner's own agent
+(``home``) also gets the manifest with all n owner-signed shard headers, which it forwards to
+the hub so that the hub can order repairs without the owner.
 
 ``get``: find the manifest, fetch shards in parallel (data shards first; each failure starts
 another fetch), check every shard against the manifest, rebuild and unseal.
@@ -47,6 +49,8 @@ class PutResult:
     signed_manifest: bytes
     capability: ReadCapability
     receipts: dict[int, bytes] = field(repr=False)
+    signed_headers: tuple[bytes, ...] = field(default=(), repr=False)
+    """The n owner-signed shard headers, by index."""
 
 
 def _ranking_peers(peers: Sequence[PeerInfo]) -> list[placement.Peer]:
@@ -65,8 +69,13 @@ async def put(
     lifetime: int = DEFAULT_LIFETIME,
     label: str | None = None,
     progress: Progress | None = None,
+    home: PeerInfo | None = None,
 ) -> PutResult:
-    """Store ``data`` on ``peers``; ``key_for_new_object`` returns a fresh (nonce, key)."""
+    """Store ``data`` on ``peers``; ``key_for_new_object`` returns a fresh (nonce, key).
+
+    ``home``: the owner's own agent, given the manifest and its signed headers for the hub
+    (a failure there is logged, not raised: the object is stored all the same).
+    """
     by_id = {p.node_id: p for p in peers}
     if len(by_id) < n:
         raise NotEnoughPeers(f"{n} shards need {n} peers, {len(by_id)} are verified")
@@ -127,11 +136,18 @@ async def put(
     manifest = objects.make_manifest(encoded, holders, owner=owner, created=now, label=label)
     signed_manifest = manifest.sign(owner)
     await _spread_manifest(client, signed_manifest, [by_id[node_id] for node_id, _, _ in placed])
+    headers = tuple(s.signed_header for s in encoded.shards)
+    if home is not None:
+        try:
+            await client.put_owned_headers(home.host, home.port, signed_manifest, headers)
+        except LichenError as exc:
+            log.warning("manifest and headers not left with our agent for the hub: %s", exc)
     return PutResult(
         manifest,
         signed_manifest,
         ReadCapability(encoded.object_cid, key),
         {i: signed for i, (_, _, signed) in enumerate(placed)},
+        headers,
     )
 
 

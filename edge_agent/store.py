@@ -434,6 +434,10 @@ class ShardStore:
         found = (self._get_meta(_RECEIPTS, key) for key in keys)
         return [data for data in found if data is not None]
 
+    def receipt(self, object_cid: bytes, index: int, holder_kid: bytes) -> bytes | None:
+        """``holder_kid``'s receipt for shard ``index`` of ``object_cid``, or None."""
+        return self._get_meta(_RECEIPTS, (object_cid, index, holder_kid))
+
     # -- expiry and scrubbing ----------------------------------------------------------------
 
     def collect_garbage(self, now: float) -> int:

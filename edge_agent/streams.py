@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from typing import Any
 
 from aiocoap import Code, Message
 
-from edge_agent import fsutil
+from edge_agent import fsutil, sensors
 from edge_agent.coap_server import CT_CBOR, PathResource, Services, UnsupportedFormat
 from edge_agent.wal import WriteAheadLog
 from lichen import cbor, senml, stream
@@ -55,15 +56,26 @@ class _Stream:
     records: list[bytes] = field(default_factory=list)  # signed segment records, by seq
     oldest_pending: float | None = None
     sealing: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Appends run in worker threads; an append that interleaved with the trim after a seal
+    # could log a reading just before the log is replaced without it, or take a sequence
+    # number another append also took. Both acknowledge a reading a crash then loses.
+    writing: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _encode_reading(seq: int, record: senml.Record) -> bytes:
-    return cbor.encode([seq, senml.encode_cbor([record])])
+def _encode_reading(seq: int, record: senml.Record, mark: bytes | None = None) -> bytes:
+    # A mark (edge_agent.sensors) rides with the last reading of a sensor's message, so the
+    # sensor's counter is durable in the very append that makes its readings durable.
+    return cbor.encode([seq, senml.encode_cbor([record]), *([mark] if mark else [])])
+
+
+def _reading_mark(raw: bytes) -> bytes | None:
+    value = cbor.decode(raw)
+    return value[2] if isinstance(value, list) and len(value) == 3 else None
 
 
 def _decode_reading(raw: bytes) -> tuple[int, senml.Record]:
     value = cbor.decode(raw)
-    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], int)):
+    if not (isinstance(value, list) and len(value) in (2, 3) and isinstance(value[0], int)):
         raise MalformedMessage("not a stored reading")
     records = senml.decode_cbor(value[1], now=time.time())
     if len(records) != 1:
@@ -83,6 +95,7 @@ class StreamStore:
         segment_seconds: float,
         seal_object: Sealer,
         on_sealed: Callable[[str, int], None] = lambda name, count: None,
+        before_trim: Callable[[], None] = lambda: None,
     ) -> None:
         self.root = root
         self.identity = identity
@@ -90,7 +103,10 @@ class StreamStore:
         self.segment_seconds = segment_seconds
         self._seal_object = seal_object
         self._on_sealed = on_sealed
+        self._before_trim = before_trim  # makes what marks recorded durable elsewhere first
+        self.marks: list[bytes] = []  # marks found in the logs when they were opened
         self._streams: dict[str, _Stream] = {}
+        self._opening = threading.Lock()  # two first readings of a stream open it once
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -118,6 +134,9 @@ class StreamStore:
             except LichenError as exc:
                 log.error("stream %s: unreadable reading in the log skipped: %s", name, exc)
                 continue
+            mark = _reading_mark(raw)
+            if mark is not None:
+                self.marks.append(mark)
             if seq > sealed_through:  # the rest were sealed before a crash trimmed the log
                 s.pending.append((seq, record))
                 s.next_reading = max(s.next_reading, seq + 1)
@@ -156,29 +175,56 @@ class StreamStore:
     def _stream(self, name: str, create: bool) -> _Stream | None:
         s = self._streams.get(name)
         if s is None and create:
-            if len(self._streams) >= MAX_STREAMS:
-                raise NotAuthorised(f"this agent already keeps {MAX_STREAMS} streams")
-            s = self._open(name)
+            with self._opening:
+                s = self._streams.get(name)
+                if s is None:
+                    if len(self._streams) >= MAX_STREAMS:
+                        raise NotAuthorised(f"this agent already keeps {MAX_STREAMS} streams")
+                    s = self._open(name)
         return s
 
-    def append(self, name: str, records: Sequence[senml.Record]) -> int:
-        """Make ``records`` durable in stream ``name``; return how many. Blocking (fsync)."""
+    def append(
+        self,
+        name: str,
+        records: Sequence[senml.Record],
+        mark: bytes | None = None,
+        on_durable: Callable[[], None] = lambda: None,
+    ) -> int:
+        """Make ``records`` durable in stream ``name``, with ``mark`` if given; return how
+        many. ``on_durable`` runs once they are, before any trim of the log. Blocking (fsync)."""
         s = self._stream(stream.check_stream_name(name), create=True)
         assert s is not None
-        numbered = [(s.next_reading + i, r) for i, r in enumerate(records)]
-        s.wal.append([_encode_reading(seq, r) for seq, r in numbered])
-        s.next_reading += len(numbered)
-        s.pending.extend(numbered)
-        if s.oldest_pending is None:
-            s.oldest_pending = time.monotonic()
+        with s.writing:
+            numbered = [(s.next_reading + i, r) for i, r in enumerate(records)]
+            last = len(numbered) - 1
+            s.wal.append(
+                [
+                    _encode_reading(seq, r, mark if i == last else None)
+                    for i, (seq, r) in enumerate(numbered)
+                ]
+            )
+            on_durable()
+            s.next_reading += len(numbered)
+            s.pending.extend(numbered)
+            if s.oldest_pending is None:
+                s.oldest_pending = time.monotonic()
         return len(numbered)
+
+    def _trim(self, s: _Stream, sealed: int) -> None:
+        """Drop the first ``sealed`` pending readings, now in a segment, from memory and the
+        log. Blocking (fsync)."""
+        with s.writing:
+            self._before_trim()
+            s.pending = s.pending[sealed:]
+            s.wal.reset([_encode_reading(q, r) for q, r in s.pending])
+            s.oldest_pending = time.monotonic() if s.pending else None
 
     def due(self) -> list[str]:
         """Streams whose pending readings should be sealed now."""
         now = time.monotonic()
         return [
             s.name
-            for s in self._streams.values()
+            for s in list(self._streams.values())  # a worker thread may open a stream meanwhile
             if s.pending
             and (
                 len(s.pending) >= self.segment_readings
@@ -215,10 +261,7 @@ class StreamStore:
                 fsutil.atomic_write, s.directory / "index" / f"{seq:08d}.seg", entry
             )
             s.records.append(signed)
-            s.pending = s.pending[len(batch) :]
-            keep = [_encode_reading(q, r) for q, r in s.pending]
-            await asyncio.to_thread(s.wal.reset, keep)
-            s.oldest_pending = time.monotonic() if s.pending else None
+            await asyncio.to_thread(self._trim, s, len(batch))
             self._on_sealed(name, len(readings))
             log.info("stream %s: sealed segment %d with %d readings", name, seq, len(readings))
             return True
@@ -261,8 +304,12 @@ def _is_loopback(remote: Any) -> bool:
     return address.is_loopback
 
 
+_SENML_FORMATS = (senml.CONTENT_FORMAT_JSON, senml.CONTENT_FORMAT_CBOR)
+
+
 class SensorResource(PathResource):
-    """POST /s/<stream>: SenML readings from a sensor (JSON ct 110 or CBOR ct 112)."""
+    """POST /s/<stream>: SenML readings from a sensor (JSON ct 110 or CBOR ct 112, or CBOR
+    in a COSE_Mac0, ct 17)."""
 
     rt = "lichen.sensor"
     name = "sensor"
@@ -274,26 +321,49 @@ class SensorResource(PathResource):
         streams: StreamStore,
         accept_local: bool,
         wake: Callable[[], None],
+        registry: sensors.SensorRegistry,
+        on_readings: Callable[[str, Sequence[senml.Record]], None] = lambda name, records: None,
     ) -> None:
         super().__init__(services)
         self.streams = streams
         self.accept_local = accept_local
         self.wake = wake
+        self.sensors = registry
+        self.on_readings = on_readings  # called once readings are durable: Observe uses it
 
     async def render_post(self, request: Message) -> Message:
         name = stream.check_stream_name(request.opt.uri_path[0] if request.opt.uri_path else "")
         if len(request.opt.uri_path) != 1:
             raise MalformedMessage("POST readings to /s/<stream>")
         fmt = request.opt.content_format
-        if fmt is None or int(fmt) not in (senml.CONTENT_FORMAT_JSON, senml.CONTENT_FORMAT_CBOR):
-            raise UnsupportedFormat("readings are SenML+JSON (110) or SenML+CBOR (112)")
-        if not (self.accept_local and _is_loopback(request.remote)):
-            raise NotAuthorised("readings need an enrolled sensor key")
-        records = senml.decode(request.payload, int(fmt), now=time.time())
-        if not records:
+        if fmt is None or int(fmt) not in (*_SENML_FORMATS, sensors.CT_COSE_MAC0):
+            raise UnsupportedFormat(
+                "readings are SenML+JSON (110) or SenML+CBOR (112), "
+                "or SenML+CBOR in a COSE_Mac0 (17) from an enrolled sensor"
+            )
+        # Who may write (edge_agent.sensors): an enrolled sensor's MAC or token, or anyone on
+        # this host while accept_local is on.
+        admission = self.sensors.admit(
+            name,
+            int(fmt),
+            request.payload,
+            request.opt.uri_query,
+            local=self.accept_local and _is_loopback(request.remote),
+            now=time.time(),
+        )
+        if admission.duplicate:
+            return Message(code=Code.CHANGED, payload=b"already stored")
+        if not admission.records:
             raise MalformedMessage("the pack holds no readings")
-        count = await asyncio.to_thread(self.streams.append, name, records)
+        try:
+            count = await asyncio.to_thread(
+                self.streams.append, name, admission.records, admission.mark, admission.commit
+            )
+        except BaseException:
+            admission.release()
+            raise
         self.services.metrics.readings.labels(name).inc(count)
+        self.on_readings(name, admission.records)
         self.wake()
         return Message(code=Code.CHANGED)
 

@@ -8,6 +8,7 @@ returns as soon as a matching line appears, and fails with the agent's log if it
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -17,10 +18,12 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.netns import Namespace
 
@@ -95,8 +98,8 @@ class AgentProc:
         config.write_text(text)
 
     def configure(self, section: str, key: str, value: str) -> None:
-        """Set ``key = value`` (TOML syntax) in ``[section]`` of the agent's config."""
-        config = self.data_dir / "agent.toml"
+        """Set ``key = value`` (TOML syntax) in ``[section]`` of the agent's (or hub's) config."""
+        config = self.data_dir / f"{self.role}.toml"
         text = config.read_text()
         head = f"[{section}]\n"
         start = text.index(head) + len(head)
@@ -105,20 +108,23 @@ class AgentProc:
         body = re.sub(rf"^{key} = .*$", f"{key} = {value}", body, flags=re.MULTILINE)
         config.write_text(text[:start] + body + (text[end:] if end != -1 else ""))
 
+    role = "agent"  # the lichen subcommand: `lichen agent run` or `lichen hub run`
+    ready = READY
+
     def start(self) -> None:
         """Run the agent and wait until it says it is ready."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.lines = []
         self._queue = queue.Queue()
         self.proc = subprocess.Popen(
-            self.argv([*LICHEN, "agent", "run", "--data-dir", str(self.data_dir)]),
+            self.argv([*LICHEN, self.role, "run", "--data-dir", str(self.data_dir)]),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
             env=_env(),
         )
         threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
-        self.wait_for(READY)
+        self.wait_for(self.ready)
 
     def _pump(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stderr is not None
@@ -126,10 +132,17 @@ class AgentProc:
             self._queue.put(line.rstrip("\n"))
         self._queue.put(None)
 
-    def wait_for(self, pattern: str | re.Pattern[str], timeout: float = WAIT) -> re.Match[str]:
-        """The first log line (old or new) matching ``pattern``; fail with the log if none."""
+    def mark(self) -> int:
+        """A place in the log: :meth:`wait_for` with ``since=`` looks only at lines after it."""
+        self.count("$^")  # drains what is already queued into self.lines
+        return len(self.lines)
+
+    def wait_for(
+        self, pattern: str | re.Pattern[str], timeout: float = WAIT, *, since: int = 0
+    ) -> re.Match[str]:
+        """The first log line from ``since`` on matching ``pattern``; fail with the log if none."""
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
-        for old in self.lines:
+        for old in self.lines[since:]:
             match = regex.search(old)
             if match:
                 return match
@@ -228,3 +241,39 @@ def mesh(
     finally:
         for agent in agents:
             agent.kill()
+
+
+@dataclass
+class HubProc(AgentProc):
+    """``lichen hub run`` in its own data directory, with the same waiting and killing."""
+
+    role = "hub"
+    ready = re.compile(r"hub (\w+) ready: API on http://\S+:(\d+),")
+    http_port: int = 0
+
+    def init_hub(self, *extra: str) -> None:
+        """``lichen hub init`` with a free HTTP port and ``extra`` options."""
+        self.http_port = free_port()
+        result = subprocess.run(
+            [
+                *LICHEN,
+                "hub",
+                "init",
+                "--data-dir",
+                str(self.data_dir),
+                "--http-port",
+                str(self.http_port),
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=WAIT,
+            check=True,
+        )
+        self.node_id = result.stdout.split()[2]
+
+    def api(self, path: str) -> Any:
+        """GET ``path`` from the hub's JSON API."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10) as r:
+            return json.loads(r.read())
