@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,12 @@ from hub.db_schema import PlacementState
 from hub.mqtt import Message, MqttClient, settings_for
 from lichen import audit, cid, hubmessages, hubwire, ledger, proofs, repair, rewards
 from lichen.errors import (
+    BadMac,
     ConfigError,
     LichenError,
     LocalProtocolError,
     MalformedMessage,
+    ProofRejected,
     Refused,
     RemoteProtocolError,
 )
@@ -48,6 +51,13 @@ TOKEN_FILE = "join.token"
 RUNTIME_FILE = "hub.run"  # "<http port> <mqtt url>\n": how local commands find a running hub
 _KEY_MAGIC = b"lichen-hub-key/1\n"
 REPAIR_DEADLINE = 600  # seconds a repairer has before the hub may choose another
+# An epoch stays open this long after its challenges' deadline, so an answer that comes in just
+# after it is judged (and recorded) as late rather than counted as no answer at all.
+LATE_GRACE = 1.0
+# Receipts one holder may have waiting for their objects' manifests. Owners upload a manifest
+# as soon as its shards are placed, so only an owner offline for long leaves many; past this
+# the holder is flooding the hub with receipts for objects nobody recorded.
+MAX_PARKED_PER_HOLDER = 4096
 
 
 def create_keys(data_dir: Path) -> tuple[Identity, str]:
@@ -103,8 +113,12 @@ class Hub:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Open the database, the broker link and the HTTP API; start the epoch loop."""
+    async def start(self, *, epoch_loop: bool = True) -> None:
+        """Open the database, the broker link and the HTTP API; start the epoch loop.
+
+        With ``epoch_loop=False`` no epoch runs by itself: the caller runs each one with
+        :meth:`run_epoch` (tests that step epochs).
+        """
         url = self.config.database.url or default_url(self.data_dir)
         self.db = await asyncio.to_thread(Database.open, url)
         await asyncio.to_thread(self.db.upgrade)
@@ -123,7 +137,8 @@ class Hub:
         self._http, self.http_port = await api.serve(
             self, self.config.http.bind, self.config.http.port
         )
-        self._spawn(self._epoch_loop())
+        if epoch_loop:
+            self._spawn(self._epoch_loop())
         await asyncio.to_thread(
             fsutil.atomic_write,
             self.data_dir / RUNTIME_FILE,
@@ -187,7 +202,9 @@ class Hub:
         except (RemoteProtocolError, Refused) as exc:
             self.metrics.refused.labels(type(exc).__name__).inc()
             self.log.warning("refused a message on %s: %s", message.topic, exc)
-            if isinstance(exc, Refused) and message.topic.endswith("/join"):
+            # A revoked device, or a wrong token: BadMac is raised only after the join's own
+            # signature verified, so only the key's holder can make the hub answer its topic.
+            if isinstance(exc, Refused | BadMac) and message.topic.endswith("/join"):
                 await self._answer_refused_join(message.topic, str(exc))
             return
         self.metrics.messages.labels(str(opened.name)).inc()
@@ -256,17 +273,30 @@ class Hub:
         await asyncio.to_thread(self._record_receipts, batch, now)
 
     def _record_receipts(self, batch: hubmessages.ReceiptBatch, now: float) -> None:
-        assert self.db is not None
-        db = self.db
+        # Each manifest and receipt stands alone: a bad one (or one parked by another holder)
+        # is refused and counted without costing the others their placement.
         for upload in batch.manifests:
-            headers = dict(enumerate(upload.headers))
-            db.record_object(
-                ObjectRecord.from_manifest(upload.manifest, upload.signed), now, headers
-            )
-            for parked in db.take_parked(upload.manifest.cid_text):
-                self._place(parked.receipt, now)
+            self._refusing(upload.manifest.cid_text, self._record_upload, upload, now)
         for item in batch.receipts:
-            self._place(item.signed, now)
+            self._refusing(cid.to_text(item.receipt.object_cid), self._place, item.signed, now)
+
+    def _refusing(
+        self, what: str, record: Callable[[Any, float], None], item: Any, now: float
+    ) -> None:
+        try:
+            record(item, now)
+        except (RemoteProtocolError, Refused, LocalProtocolError) as exc:
+            self.metrics.refused.labels(type(exc).__name__).inc()
+            self.log.warning("receipts: %s not recorded: %s", what, exc)
+
+    def _record_upload(self, upload: hubmessages.ManifestUpload, now: float) -> None:
+        assert self.db is not None
+        headers = dict(enumerate(upload.headers))
+        self.db.record_object(
+            ObjectRecord.from_manifest(upload.manifest, upload.signed), now, headers
+        )
+        for parked in self.db.take_parked(upload.manifest.cid_text):
+            self._refusing(parked.cid, self._place, parked.receipt, now)
 
     def _place(self, signed: bytes, now: float) -> None:
         """Record a placement from a verified receipt, or park it until its manifest comes."""
@@ -275,6 +305,11 @@ class Hub:
         receipt = parse_receipt_unverified(signed)
         signed_manifest = db.manifest(cid.to_text(receipt.object_cid))
         if signed_manifest is None:
+            holder = format_node_id(receipt.holder)
+            if db.parked_count(holder) >= MAX_PARKED_PER_HOLDER:
+                raise Refused(
+                    f"{holder} has {MAX_PARKED_PER_HOLDER} receipts waiting for manifests"
+                )
             db.park_receipt(
                 ParkedReceipt(
                     cid.to_text(receipt.object_cid),
@@ -292,23 +327,35 @@ class Hub:
         assert self.db is not None and isinstance(opened.message, hubmessages.ProofMessage)
         current = self._open
         node = opened.node_id
+        answer = opened.message
         if current is None or node not in current.challenges:
-            raise MalformedMessage("an answer to no open challenge")
+            raise ProofRejected(f"an answer to epoch {answer.epoch}, but no challenge is open")
         challenge = current.challenges[node]
+        # Only an answer echoing this epoch's fresh nonce can be the device's answer to it:
+        # anyone on the broker can replay an old one, which must not use up the device's turn.
+        if (answer.epoch, answer.nonce) != (challenge.epoch, challenge.nonce):
+            raise ProofRejected(
+                f"an answer to epoch {answer.epoch}, not to the open challenge of epoch "
+                f"{challenge.epoch}: a replay or a late answer"
+            )
         roots = {
             (cid.from_text(p.cid), p.shard_index): (p.root, p.block_count, p.block_size)
             for p in await asyncio.to_thread(self.db.device_placements, node, None)
         }
         try:
-            result = proofs.verify(challenge, opened.message.signed, opened.sender, roots, received)
+            result = proofs.verify(challenge, answer.signed, opened.sender, roots, received)
         except RemoteProtocolError as exc:
-            await asyncio.to_thread(
+            if not await asyncio.to_thread(
                 self.db.record_rejected, current.epoch, node, received, str(exc)[:500]
-            )
+            ):
+                raise ProofRejected(f"a second answer to epoch {current.epoch}") from exc
             self.metrics.proofs.labels("rejected").inc()
             self.log.warning("answer of %s to epoch %d rejected: %s", node, current.epoch, exc)
             return
-        await asyncio.to_thread(self.db.record_answer, current.epoch, node, result, received)
+        if not await asyncio.to_thread(
+            self.db.record_answer, current.epoch, node, result, received
+        ):
+            raise ProofRejected(f"a second answer to epoch {current.epoch}")
         self.metrics.proofs.labels("passed").inc(result.passed)
         self.metrics.proofs.labels("failed").inc(result.failed)
         if result.failed:
@@ -360,15 +407,16 @@ class Hub:
         number = (
             max(e.epoch for e in (last, current) if e is not None) + 1 if (last or current) else 1
         )
-        deadline = started + cfg.answer_within
+        # Challenges carry whole seconds: round up, and record the deadline the devices got.
+        deadline = math.ceil(started + cfg.answer_within)
         await asyncio.to_thread(db.open_epoch, number, started, deadline)
-        challenges = await asyncio.to_thread(self._plan, number, int(deadline) + 1)
+        challenges = await asyncio.to_thread(self._plan, number, deadline)
         self._open = _OpenEpoch(number, started, deadline, challenges)
         for node, challenge in challenges.items():
             signed = audit.sign_challenge(challenge, self.identity)
             await asyncio.to_thread(db.record_challenge, number, node, signed, started, deadline)
             await self._publish(node, hubwire.Name.CHALLENGE, signed)
-        await asyncio.sleep(max(0.0, deadline + 1 - time.time()))
+        await asyncio.sleep(max(0.0, deadline + LATE_GRACE - time.time()))
         self._open = None
         await asyncio.to_thread(self._close_epoch, number, started)
         await self._repairs()
