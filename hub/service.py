@@ -527,7 +527,14 @@ class Hub:
             if offset >= page.total or not page.items:
                 break
         at_risk = {o.cid: o for o in db.objects_at_risk(cfg.margin)}
-        for holder in db.absent_holders(now - cfg.after):
+        # Holders whose shards the planner may count as lost: gone too long, or no longer
+        # trusted with data (penalised, evicted, revoked).
+        untrusted = {
+            d.node_id
+            for d in devices.values()
+            if d.revoked or d.standing in (rewards.State.PENALISED, rewards.State.EVICTED)
+        }
+        for holder in sorted(set(db.absent_holders(now - cfg.after)) | untrusted):
             for p in db.device_placements(holder):
                 obj = db.get_object(p.cid)
                 if obj is not None:
