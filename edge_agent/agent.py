@@ -373,16 +373,18 @@ class Agent:
 
     async def _static_peers(self) -> None:
         pending = list(self.config.discovery.static_peers)
+        delay = 1.0  # agents often boot together: retry soon, then back off to STATIC_RETRY
         while pending:
-            still = []
-            for peer in pending:
+
+            async def verified(peer: str) -> bool:
                 host, _, port = peer.rpartition(":")
-                host = host.strip("[]")
-                if not await self.verify_peer(host, int(port), None):
-                    still.append(peer)
-            pending = still
+                return await self.verify_peer(host.strip("[]"), int(port), None)
+
+            results = await asyncio.gather(*(verified(peer) for peer in pending))
+            pending = [peer for peer, ok in zip(pending, results, strict=True) if not ok]
             if pending:
-                await asyncio.sleep(STATIC_RETRY)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, STATIC_RETRY)
 
     async def _refresh_peers(self) -> None:
         assert self.client is not None

@@ -104,6 +104,8 @@ async def _start_agent(agent: _Agent, peers: list[str], hub_url: str, token: str
     text = text.replace('bind = "0.0.0.0"', 'bind = "127.0.0.1"')
     text = re.sub(r'^url = ""', f'url = "{hub_url}"', text, flags=re.MULTILINE)
     text = re.sub(r'^token = ""', f'token = "{token}"', text, flags=re.MULTILINE)
+    # Seal readings into segments on the mesh every few seconds, so the demo shows them.
+    text = text.replace("segment_seconds = 300.0", "segment_seconds = 10.0")
     config.write_text(text)
     agent.proc = subprocess.Popen(
         _lichen("agent", "run", "--data-dir", str(agent.data_dir)),
@@ -129,6 +131,17 @@ def _drain(agent: _Agent) -> None:
     for line in agent.proc.stderr:
         agent.log.append(line)
         del agent.log[:-200]
+
+
+async def _verified_by(agent: _Agent, others: list[str], timeout: float = 60.0) -> None:
+    """Wait until ``agent`` has logged verifying every one of ``others`` as a peer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen = "".join(agent.log)
+        if all(f"peer {node} verified" in seen for node in others):
+            return
+        await asyncio.sleep(0.2)
+    _say("warning: not every agent verified its peers yet; the sample file uses fewer")
 
 
 async def _sensor(port: int, counts: dict[str, int], stop: asyncio.Event) -> None:
@@ -187,6 +200,7 @@ async def run(agents: int, duration: float | None, data_dir: Path | None, http_p
         peers = [arg for m in members for arg in ("--peer", f"127.0.0.1:{m.port}")]
         await asyncio.gather(*(_start_agent(m, peers, hub.broker_url, token) for m in members))
         _say(f"{agents} agents up: " + ", ".join(m.node_id[:8] for m in members))
+        await _verified_by(members[0], [m.node_id for m in members[1:]])
         sensor = loop.create_task(_sensor(members[0].port, counts, stop))
         sample = root / "hello.txt"
         sample.write_text("Hello from the Lichen demo.\n" * 1000)
