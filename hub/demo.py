@@ -27,6 +27,7 @@ from pathlib import Path
 import aiocoap
 from aiocoap import Code, Message
 
+from edge_agent.agent import free_port
 from hub import config as hub_config
 from hub.service import Hub, create_keys
 
@@ -39,17 +40,7 @@ READY = re.compile(r"agent (\w+) ready: CoAP on \S+ port (\d+)")
 
 
 def _free_port() -> int:
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise OSError("no free port on 127.0.0.1")
+    return free_port("127.0.0.1")
 
 
 def _port_or_free(port: int) -> int:

@@ -13,7 +13,6 @@ import os
 import queue
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_agent.agent import free_port as agent_free_port
 from tests.netns import Namespace
 
 LICHEN = [sys.executable, "-m", "edge_agent.cli"]
@@ -34,17 +34,7 @@ WAIT = 30.0  # seconds: a last resort only, every wait ends on an event
 
 def free_port() -> int:
     """A port free for both TCP and UDP on 127.0.0.1 right now."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port")
+    return agent_free_port("127.0.0.1")
 
 
 def _env() -> dict[str, str]:
