@@ -113,14 +113,17 @@ class AgentProc:
             text=True,
             env=_env(),
         )
-        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        # Each process gets its own queue: the reader of a killed process may still be
+        # draining its pipe, and must not end the new process's log.
+        threading.Thread(target=self._pump, args=(self.proc, self._queue), daemon=True).start()
         self.wait_for(self.ready)
 
-    def _pump(self, proc: subprocess.Popen[str]) -> None:
+    @staticmethod
+    def _pump(proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
         assert proc.stderr is not None
         for line in proc.stderr:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
 
     def mark(self) -> int:
         """A place in the log: :meth:`wait_for` with ``since=`` looks only at lines after it."""
