@@ -263,10 +263,12 @@ class HubLink:
             client = MqttClient(settings, will=Will(topic(self.node_id, Name.STATUS), will))
             client.on_connection(self._on_connection)
             self._client = client
+            # Routes first: challenges and repair orders the broker kept for our session
+            # while we were away are delivered right after the CONNACK.
+            for pattern in agent_subscriptions(self.node_id):
+                await client.subscribe(pattern, self._on_message)
             try:
                 await client.connect()
-                for pattern in agent_subscriptions(self.node_id):
-                    await client.subscribe(pattern, self._on_message)
                 break
             except MqttError as exc:
                 self.log.warning(

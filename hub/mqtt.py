@@ -297,8 +297,15 @@ class MqttClient:
 
         Raises :class:`MqttError` when the broker refuses the subscription (SUBACK 0x80, for
         example an ACL that does not allow it). Subscriptions are renewed on every reconnect.
+
+        Called before :meth:`connect`, it only records the route and returns ``qos``: the
+        subscription is made with the connection, and messages the broker kept for a
+        persistent session (QoS 1, sent while we were away) arrive with a handler in place.
+        A refusal is then only logged.
         """
         self._handlers.append((pattern, qos, handler))
+        if self._loop is None:
+            return qos
         granted = await self._subscribe(pattern, qos)
         if granted is None:
             self._handlers.remove((pattern, qos, handler))

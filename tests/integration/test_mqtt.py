@@ -413,3 +413,31 @@ def test_connect_gives_up_on_an_unreachable_broker() -> None:
                 await client.publish("x", b"y")
 
     run(test)
+
+
+def test_messages_kept_while_away_reach_a_route_set_before_connecting(tmp_path: Path) -> None:
+    """A challenge sent while an agent was offline is delivered to it when it comes back."""
+    require_mosquitto()
+
+    async def scenario(broker: Mosquitto) -> bytes:
+        away = MqttClient(settings_for(broker.url, "agent-a"))
+        await away.subscribe("lichen/v1/a/challenge", lambda m: None)  # before connect: a route
+        await away.connect()
+        await away.disconnect()  # the broker keeps the session: clean_session is False
+        sender = MqttClient(settings_for(broker.url, "hub"))
+        await sender.connect()
+        await sender.publish("lichen/v1/a/challenge", b"kept for you", qos=1)
+        await sender.disconnect()
+        got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        back = MqttClient(settings_for(broker.url, "agent-a"))
+        await back.subscribe(
+            "lichen/v1/a/challenge", lambda m: got.done() or got.set_result(m.payload)
+        )
+        await back.connect()
+        try:
+            return await asyncio.wait_for(got, 10)
+        finally:
+            await back.disconnect()
+
+    with Mosquitto(tmp_path) as broker:
+        assert asyncio.run(scenario(broker)) == b"kept for you"
