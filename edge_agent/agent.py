@@ -15,9 +15,8 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aiocoap
 
@@ -36,6 +35,7 @@ from edge_agent.streams import (
     StreamIndexResource,
     StreamStore,
 )
+from edge_agent.tasks import BackgroundTasks
 from lichen import cid, messages, placement
 from lichen.errors import ConfigError, LichenError
 from lichen.identity import Identity
@@ -108,7 +108,6 @@ class Agent:
         self._context: aiocoap.Context | None = None
         self._discovery: Discovery | None = None
         self._metrics_server: metrics.MetricsServer | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._verifying: set[str] = set()
         self._seal_wakeup = asyncio.Event()
         self.keyring: keys.Keyring | None = None
@@ -117,6 +116,7 @@ class Agent:
         self.outbox: Outbox | None = None
         self.hub_link: HubLink | None = None
         self.log = NodeLog(log, identity.node_id)
+        self._tasks = BackgroundTasks(self.log, "agent background")
 
     @property
     def services(self) -> coap_server.Services:
@@ -179,10 +179,10 @@ class Agent:
                 max_adverts=cfg.discovery.max_peers,
             )
             await self._discovery.start()
-        self._spawn(self._static_peers())
-        self._spawn(self._refresh_peers())
-        self._spawn(self._housekeeping())
-        self._spawn(self._sealer())
+        self._tasks.spawn(self._static_peers())
+        self._tasks.spawn(self._refresh_peers())
+        self._tasks.spawn(self._housekeeping())
+        self._tasks.spawn(self._sealer())
         if cfg.hub.url:
             await self._start_hub_link()
         await asyncio.to_thread(
@@ -291,9 +291,7 @@ class Agent:
         """Stop serving and close everything, in reverse order of start."""
         if self.hub_link is not None:
             await self.hub_link.stop()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         if self._discovery is not None:
             await self._discovery.stop()
         if self._context is not None:
@@ -322,21 +320,11 @@ class Agent:
 
     # -- peers ---------------------------------------------------------------------------------
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.log.error("background task failed", exc_info=task.exception())
-
     def _on_advert(self, advert: Advert) -> None:
         if advert.node_id in self.peers or advert.node_id in self._verifying:
             return
         self._verifying.add(advert.node_id)
-        self._spawn(self._verify_advert(advert))
+        self._tasks.spawn(self._verify_advert(advert))
 
     async def _verify_advert(self, advert: Advert) -> None:
         try:

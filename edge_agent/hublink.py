@@ -35,16 +35,15 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import lichen
 from edge_agent import fsutil, repairer
 from edge_agent.coap_client import AgentClient
 from edge_agent.outbox import Outbox
 from edge_agent.store import ShardStore
+from edge_agent.tasks import BackgroundTasks
 from hub.mqtt import Message, MqttClient, MqttError, Will, parse_broker_url, settings_for
 from lichen import audit, cbor, cose, hubmessages, proofs
 from lichen.errors import (
@@ -173,6 +172,7 @@ class HubLink:
         self.outbox = outbox
         self.coap = client
         self.log = log
+        self._tasks = BackgroundTasks(self.log, "hub link")
         self.stats = LinkStats()
         self.broker = parse_broker_url(settings.url)
         if not hubmessages.MIN_TOKEN_LENGTH <= len(settings.token) <= hubmessages.MAX_TOKEN_LENGTH:
@@ -184,7 +184,6 @@ class HubLink:
         self.host = ""
         self._client: MqttClient | None = None
         self._session = b""
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._answered = asyncio.Event()
         self._status_wake = asyncio.Event()
         self._send_wake = asyncio.Event()
@@ -217,15 +216,12 @@ class HubLink:
                 loop.call_soon_threadsafe(self._something_to_send)
 
         self.outbox.wake = wake
-        self._spawn(self._connect())
+        self._tasks.spawn(self._connect())
 
     async def stop(self) -> None:
         """Say we are going offline, disconnect cleanly and end every task."""
         self.outbox.wake = None
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         client, self._client = self._client, None
         if client is None:
             return
@@ -236,16 +232,6 @@ class HubLink:
                     topic(self.node_id, Name.STATUS), offline, retain=True, timeout=OFFLINE_TIMEOUT
                 )
         await client.disconnect()
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.log.error("hub link task failed", exc_info=task.exception())
 
     def _something_to_send(self) -> None:
         self._send_wake.set()
@@ -281,9 +267,9 @@ class HubLink:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, CONNECT_RETRY_MAX)
         self.log.info("hub: connected to broker %s as %s", self.broker.url, self.node_id)
-        self._spawn(self._join())
-        self._spawn(self._status_loop())
-        self._spawn(self._send_loop())
+        self._tasks.spawn(self._join())
+        self._tasks.spawn(self._status_loop())
+        self._tasks.spawn(self._send_loop())
 
     def _on_connection(self, up: bool) -> None:
         if up:
@@ -326,7 +312,7 @@ class HubLink:
                 joined.hub.node_id,
                 joined.reason or "no reason given",
             )
-            self._spawn(self._leave())
+            self._tasks.spawn(self._leave())
             return
         if self.hub is None:
             await asyncio.to_thread(pin, self.data_dir, joined.hub)
@@ -353,9 +339,7 @@ class HubLink:
 
     async def _leave(self) -> None:
         client = self._client
-        for task in list(self._tasks):
-            if task is not asyncio.current_task():
-                task.cancel()
+        await self._tasks.cancel_all(except_current=True)
         if client is not None:
             await client.disconnect()
 
@@ -439,7 +423,7 @@ class HubLink:
             self.log.info("hub: repair %d is already under way", order.repair_id)
             return
         self._repairing.add(order.repair_id)
-        self._spawn(self._repair(order))
+        self._tasks.spawn(self._repair(order))
 
     async def _repair(self, order: RepairOrder) -> None:
         assert self._client is not None

@@ -32,10 +32,10 @@ from pathlib import Path
 
 from edge_agent import fsutil
 from edge_agent.store import ShardStore
-from lichen import cbor, cid, hubmessages, shard
+from lichen import cbor, cid, holder, hubmessages, shard
 from lichen.errors import LichenError, LocalProtocolError, MalformedMessage, RemoteProtocolError
 from lichen.identity import Identity, PublicIdentity
-from lichen.manifest import MANIFEST_LIMITS, Receipt, open_manifest, open_receipt
+from lichen.manifest import MANIFEST_LIMITS, open_manifest, open_receipt
 
 OWNED_DIR = "owned"
 SENT_FILE = "sent"
@@ -243,17 +243,7 @@ class Outbox:
                     return signed
             except RemoteProtocolError:
                 pass
-        receipt = Receipt(
-            object_cid=header.object_cid,
-            index=header.index,
-            root=header.root,
-            piece_size=header.piece_size,
-            expiry=header.expiry,
-            accepted_at=int(now),
-            holder=me.kid,
-            owner=header.owner_identity.kid,
-        )
-        signed = receipt.sign(self.identity)
+        signed = holder.receipt_for(header, self.identity, int(now)).sign(self.identity)
         try:
             self.store.put_receipt(signed, header.object_cid, header.index, me.kid)
         except (OSError, LichenError) as exc:

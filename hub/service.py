@@ -16,13 +16,14 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edge_agent import fsutil
 from edge_agent.logs import NodeLog
+from edge_agent.tasks import BackgroundTasks
 from hub import metrics as hub_metrics
 from hub.broker import EmbeddedBroker
 from hub.config import HubConfig
@@ -106,10 +107,10 @@ class Hub:
         self.broker_url = config.mqtt.broker_url
         self.http_port = 0
         self._open: _OpenEpoch | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._http: Any = None
         self.epochs_run = asyncio.Event()
         self.log = NodeLog(log, identity.node_id)
+        self._tasks = BackgroundTasks(self.log, "hub")
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -138,7 +139,7 @@ class Hub:
             self, self.config.http.bind, self.config.http.port
         )
         if epoch_loop:
-            self._spawn(self._epoch_loop())
+            self._tasks.spawn(self._epoch_loop())
         await asyncio.to_thread(
             fsutil.atomic_write,
             self.data_dir / RUNTIME_FILE,
@@ -155,9 +156,7 @@ class Hub:
 
     async def stop(self) -> None:
         """Stop the loop and close everything."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         if self._http is not None:
             self._http.should_exit = True
         if self.mqtt is not None:
@@ -169,16 +168,6 @@ class Hub:
         with contextlib.suppress(FileNotFoundError):
             (self.data_dir / RUNTIME_FILE).unlink()
         self.log.info("hub stopped")
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(self._report_failure)
-
-    def _report_failure(self, task: asyncio.Task[Any]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            self.log.error("hub task failed", exc_info=task.exception())
 
     # -- messages from agents ------------------------------------------------------------------
 

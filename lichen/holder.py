@@ -57,14 +57,19 @@ def accept_shard(
     new = held is None
     if new and header.piece_size > free_bytes:
         raise StoreFull(f"no room: shard of {header.piece_size} bytes, {free_bytes} free")
-    receipt = Receipt(
+    receipt = receipt_for(header, holder, now)
+    return Accepted(checked, receipt, receipt.sign(holder), new)
+
+
+def receipt_for(header: shard.ShardHeader, holder: Identity, accepted_at: int) -> Receipt:
+    """The receipt ``holder`` gives for the shard ``header`` describes (not yet signed)."""
+    return Receipt(
         object_cid=header.object_cid,
         index=header.index,
         root=header.root,
         piece_size=header.piece_size,
         expiry=header.expiry,
-        accepted_at=now,
+        accepted_at=accepted_at,
         holder=holder.kid,
         owner=header.owner_identity.kid,
     )
-    return Accepted(checked, receipt, receipt.sign(holder), new)
