@@ -193,7 +193,7 @@ class Agent:
             self.identity.node_id,
             bind,
             self.port,
-            len(self.store.shards()),
+            self.store.shard_count(),
             f"on port {self._metrics_server.port}" if self._metrics_server else "off",
         )
 
@@ -399,9 +399,8 @@ class Agent:
         while True:
             now = time.monotonic()
             if now >= next_gc:
-                removed = await asyncio.to_thread(store.collect_garbage, time.time())
-                if removed:
-                    self.log.info("removed %d expired shards", removed)
+                # The store logs what it removed (shards, manifests and receipts alike).
+                await asyncio.to_thread(store.collect_garbage, time.time())
                 next_gc = now + self.config.store.gc_interval
             if now >= next_scrub:
                 report = await asyncio.to_thread(store.scrub, SCRUB_BYTES_PER_TICK)
@@ -416,5 +415,5 @@ class Agent:
                     self.config.store.scrub_interval if report.finished_pass else 1.0
                 )
             self.metrics.stored_bytes.set(store.used_bytes())
-            self.metrics.shards.set(len(store.shards()))
+            self.metrics.shards.set(store.shard_count())
             await asyncio.sleep(max(0.5, min(next_gc, next_scrub) - time.monotonic()))

@@ -25,7 +25,6 @@ from lichen.identity import Identity, PublicIdentity
 
 CONTROL_TIMEOUT = 10.0  # seconds for a small request, retransmissions included
 TRANSFER_TIMEOUT = 300.0  # seconds for one shard; a 64 MiB shard at 1 MB/s still fits
-MAX_SHARD_BODY = 1024 * 1024 * 1024
 
 
 class PeerUnreachable(DataUnavailable):

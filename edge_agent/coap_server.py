@@ -340,7 +340,7 @@ class StatusResource(LichenResource):
             public_key=s.identity.public.public_key,
             capacity=s.store.capacity_bytes,
             used=s.store.used_bytes(),
-            shards=len(s.store.shards()),
+            shards=s.store.shard_count(),
             peers=len(s.peers),
             version=__version__,
             domain=s.domain,

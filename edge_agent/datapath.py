@@ -193,7 +193,7 @@ async def get(
     """Fetch any k good shards of ``manifest``'s object from ``peers`` and decode it."""
     by_kid = {PublicIdentity(p.public_key).kid: p for p in peers}
     order = list(range(manifest.n))  # data shards first: decoding them is a copy
-    fetched: dict[int, tuple[bytes, bytes]] = {}
+    fetched: dict[int, bytes] = {}
     why: dict[int, str] = {}
     limit = asyncio.Semaphore(PARALLEL_TRANSFERS)
 
@@ -210,14 +210,15 @@ async def get(
             if got is None:
                 why[index] = f"{holder.node_id[:8]} no longer holds it"
                 return
-            objects.check_shard(manifest, got.signed_header, got.body)
+            # Checked here, off the event loop, so a bad shard is replaced by another fetch.
+            await asyncio.to_thread(objects.check_shard, manifest, got.signed_header, got.body)
         except RemoteProtocolError as exc:
             why[index] = f"{holder.node_id[:8]} sent a bad shard: {exc}"
             return
         except LichenError as exc:
             why[index] = f"{holder.node_id[:8]}: {exc}"
             return
-        fetched[index] = (got.signed_header, got.body)
+        fetched[index] = got.body
         if progress is not None:
             progress(len(got.body))
 
@@ -235,4 +236,4 @@ async def get(
             found=found,
             needed=manifest.k,
         )
-    return await asyncio.to_thread(objects.decode_object, manifest, fetched, key)
+    return await asyncio.to_thread(objects.decode_checked, manifest, fetched, key)

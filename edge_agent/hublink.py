@@ -455,7 +455,7 @@ class HubLink:
             self._session,
             self.store.capacity_bytes,
             self.store.used_bytes(),
-            len(self.store.shards()),
+            self.store.shard_count(),
             self.host,
             self.settings.coap_port,
             lichen.__version__[: hubmessages.MAX_VERSION],

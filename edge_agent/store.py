@@ -50,7 +50,12 @@ from lichen.errors import (
     UnsupportedVersion,
 )
 from lichen.holder import Accepted
-from lichen.manifest import MANIFEST_LIMITS, RECEIPT_LIMITS, open_manifest
+from lichen.manifest import (
+    MANIFEST_LIMITS,
+    RECEIPT_LIMITS,
+    open_manifest,
+    parse_receipt_unverified,
+)
 
 __all__ = ["ScrubReport", "ShardInfo", "ShardKey", "ShardStore", "StoreCounters"]
 
@@ -122,7 +127,7 @@ def _manifest_fields(data: bytes) -> tuple[MetaKey, int, int]:
 
 
 def _receipt_fields(data: bytes) -> tuple[MetaKey, int, int]:
-    receipt = fmt.parse_receipt(data)
+    receipt = parse_receipt_unverified(data)  # the store holds no keys to check it with
     return (receipt.object_cid, receipt.index, receipt.holder), receipt.expiry, receipt.accepted_at
 
 
@@ -268,6 +273,10 @@ class ShardStore:
         """Every shard held, ordered by (object CID, index)."""
         with self._lock:
             return [self._shards[k] for k in sorted(self._shards)]
+
+    def shard_count(self) -> int:
+        """How many shards are held (without listing them)."""
+        return len(self._shards)
 
     def counters(self) -> StoreCounters:
         """The current figures for metrics."""

@@ -46,7 +46,6 @@ from pathlib import Path
 from lichen import cid, merkle, shard
 from lichen.errors import LocalProtocolError, MalformedMessage, UnsupportedVersion
 from lichen.identity import NODE_ID_SIZE, format_node_id
-from lichen.manifest import Receipt, parse_receipt_unverified
 
 MAGIC = b"LICHSHD"
 VERSION = 1
@@ -280,9 +279,3 @@ def read_small(path: Path, max_size: int) -> bytes:
         return pread_exact(fd, info.st_size, 0)
     finally:
         os.close(fd)
-
-
-def parse_receipt(signed: bytes) -> Receipt:
-    """A receipt with its framing and fields checked, not its signature (the store holds no
-    keys); see :func:`lichen.manifest.parse_receipt_unverified`."""
-    return parse_receipt_unverified(signed)

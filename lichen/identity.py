@@ -18,6 +18,7 @@ Handshake (CDDL)::
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -68,12 +69,12 @@ class PublicIdentity:
         if not isinstance(self.public_key, bytes) or len(self.public_key) != PUBLIC_KEY_SIZE:
             raise LocalProtocolError("an Ed25519 public key is 32 bytes")
 
-    @property
+    @functools.cached_property
     def kid(self) -> bytes:
-        """The raw node id, as carried in COSE ``kid`` headers."""
+        """The raw node id, as carried in COSE ``kid`` headers (hashed once, then kept)."""
         return node_id_bytes(self.public_key)
 
-    @property
+    @functools.cached_property
     def node_id(self) -> str:
         """The node id in text form."""
         return format_node_id(self.kid)

@@ -167,9 +167,22 @@ def decode_object(
             found=found,
             needed=manifest.k,
         )
-    use = dict(sorted(good.items())[: manifest.k])
+    return decode_checked(manifest, good, key, rejected)
+
+
+def decode_checked(
+    manifest: Manifest,
+    bodies: Mapping[int, bytes],
+    key: bytes | Callable[[bytes], bytes],
+    rejected: Mapping[int, str] | None = None,
+) -> Decoded:
+    """Rebuild and unseal an object from ``index -> body`` of at least k shards that already
+    passed :func:`check_shard` (a fetcher that checks each shard as it arrives, to fetch
+    another in its place, need not pay for the check twice)."""
+    erasure.check_codec(manifest.codec)
+    use = dict(sorted(bodies.items())[: manifest.k])
     sealed = erasure.decode(use, manifest.k, manifest.n, manifest.size)
     if cid.of(sealed) != manifest.object_cid:
         raise IntegrityError(f"rebuilt bytes do not match address {manifest.cid_text}")
     object_key = key if isinstance(key, bytes) else key(seal.nonce_of(sealed))
-    return Decoded(seal.unseal(sealed, object_key), tuple(use), rejected)
+    return Decoded(seal.unseal(sealed, object_key), tuple(use), dict(rejected or {}))
