@@ -46,7 +46,7 @@ from lichen.hubwire import Name, agent_subscriptions, open_from_hub, parse_topic
 from lichen.identity import Identity
 from lichen.manifest import Receipt
 from lichen.rewards import State
-from tests.mosquitto import Mosquitto, mosquitto_path
+from tests.mosquitto import Mosquitto, require_mosquitto
 
 T = TypeVar("T")
 
@@ -82,8 +82,7 @@ def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "embedded":
         yield ""
         return
-    if mosquitto_path() is None:
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto; ./dev setup does)")
+    require_mosquitto()
     with Mosquitto(tmp_path / "mosquitto") as broker:
         yield broker.url
 

@@ -89,10 +89,16 @@ def test_every_flipped_bit_of_a_mac0_is_caught() -> None:
         damaged = bytearray(data)
         damaged[i // 8] ^= 1 << (i % 8)
         keys = {b"s1": MAC_KEY}
-        with pytest.raises((BadMac, MalformedMessage, KeyError)):
+        try:
             parsed = cose.parse(bytes(damaged))
-            # A damaged kid names a sensor nobody enrolled: the key lookup fails.
-            parsed.verify_mac(keys[parsed.kid])
+        except MalformedMessage:
+            continue
+        key = keys.get(parsed.kid)
+        if key is None:  # a damaged kid names a sensor nobody enrolled: refused by lookup
+            assert parsed.kid != b"s1"
+            continue
+        with pytest.raises(BadMac):
+            parsed.verify_mac(key)
 
 
 @pytest.mark.parametrize(
