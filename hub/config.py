@@ -15,6 +15,7 @@ from typing import Any
 
 from edge_agent import tomlconfig
 from edge_agent.tomlconfig import setting
+from hub.mqtt import parse_broker_url
 from lichen.errors import ConfigError
 
 CONFIG_FILE = "hub.toml"
@@ -143,9 +144,9 @@ def from_dict(raw: dict[str, Any]) -> HubConfig:
         raise ConfigError("rewards: need warn_after < penalise_after < evict_after")
     if config.epochs.answer_within >= config.epochs.length:
         raise ConfigError("epochs.answer_within must be shorter than epochs.length")
-    url = config.mqtt.broker_url
-    if url and not url.startswith(("mqtt://", "mqtts://")):
-        raise ConfigError(f"mqtt.broker_url must start with mqtt:// or mqtts://, got {url!r}")
+    if config.mqtt.broker_url:
+        # The one parser the hub connects with: a URL it accepts here, it can use.
+        parse_broker_url(config.mqtt.broker_url)
     return config
 
 

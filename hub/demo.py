@@ -28,6 +28,7 @@ import aiocoap
 from aiocoap import Code, Message
 
 from edge_agent.agent import free_port
+from edge_agent.config import with_hub
 from hub import config as hub_config
 from hub.service import Hub, create_keys
 
@@ -93,8 +94,7 @@ async def _start_agent(agent: _Agent, peers: list[str], hub_url: str, token: str
     config = agent.data_dir / "agent.toml"
     text = config.read_text().replace("port = 9464", "port = -1")
     text = text.replace('bind = "0.0.0.0"', 'bind = "127.0.0.1"')
-    text = re.sub(r'^url = ""', f'url = "{hub_url}"', text, flags=re.MULTILINE)
-    text = re.sub(r'^token = ""', f'token = "{token}"', text, flags=re.MULTILINE)
+    text = with_hub(text, hub_url, token)
     # Seal readings into segments on the mesh every few seconds, so the demo shows them.
     text = text.replace("segment_seconds = 300.0", "segment_seconds = 10.0")
     config.write_text(text)

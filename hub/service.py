@@ -391,11 +391,8 @@ class Hub:
         db = self.db
         cfg = self.config.epochs
         started = time.time()
-        last = await asyncio.to_thread(db.last_closed_epoch)
-        current = await asyncio.to_thread(db.current_epoch)
-        number = (
-            max(e.epoch for e in (last, current) if e is not None) + 1 if (last or current) else 1
-        )
+        newest = await asyncio.to_thread(db.current_epoch)  # open or closed
+        number = newest.epoch + 1 if newest is not None else 1
         # Challenges carry whole seconds: round up, and record the deadline the devices got.
         deadline = math.ceil(started + cfg.answer_within)
         await asyncio.to_thread(db.open_epoch, number, started, deadline)
