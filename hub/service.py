@@ -43,7 +43,12 @@ from lichen.errors import (
     RemoteProtocolError,
 )
 from lichen.identity import Identity, PublicIdentity, format_node_id, parse_node_id
-from lichen.manifest import check_receipt_matches, open_manifest, parse_receipt_unverified
+from lichen.manifest import (
+    Manifest,
+    check_receipt_matches,
+    open_manifest,
+    parse_receipt_unverified,
+)
 
 log = logging.getLogger("lichen.hub")
 
@@ -59,6 +64,7 @@ LATE_GRACE = 1.0
 # as soon as its shards are placed, so only an owner offline for long leaves many; past this
 # the holder is flooding the hub with receipts for objects nobody recorded.
 MAX_PARKED_PER_HOLDER = 4096
+MANIFEST_CACHE = 1024  # opened manifests kept; about 15 KiB each at most
 
 
 def create_keys(data_dir: Path) -> tuple[Identity, str]:
@@ -111,6 +117,7 @@ class Hub:
         self.epochs_run = asyncio.Event()
         self.log = NodeLog(log, identity.node_id)
         self._tasks = BackgroundTasks(self.log, "hub")
+        self._manifests: dict[str, Manifest] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -292,8 +299,8 @@ class Hub:
         assert self.db is not None
         db = self.db
         receipt = parse_receipt_unverified(signed)
-        signed_manifest = db.manifest(cid.to_text(receipt.object_cid))
-        if signed_manifest is None:
+        manifest = self._manifest(cid.to_text(receipt.object_cid))
+        if manifest is None:
             holder = format_node_id(receipt.holder)
             if db.parked_count(holder) >= MAX_PARKED_PER_HOLDER:
                 raise Refused(
@@ -303,14 +310,29 @@ class Hub:
                 ParkedReceipt(
                     cid.to_text(receipt.object_cid),
                     receipt.index,
-                    format_node_id(receipt.holder),
+                    holder,
                     signed,
                     now,
                 )
             )
             return
-        check_receipt_matches(receipt, open_manifest(signed_manifest))
+        check_receipt_matches(receipt, manifest)
         db.add_placement(PlacementRecord.from_receipt(receipt, signed), now)
+
+    def _manifest(self, cid_text: str) -> Manifest | None:
+        """The recorded manifest of an object, opened once and then kept (manifests never
+        change: the first one recorded wins), so a batch of receipts costs no signature checks."""
+        assert self.db is not None
+        found = self._manifests.get(cid_text)
+        if found is None:
+            signed = self.db.manifest(cid_text)
+            if signed is None:
+                return None
+            found = open_manifest(signed)
+            if len(self._manifests) >= MANIFEST_CACHE:
+                self._manifests.pop(next(iter(self._manifests)))
+            self._manifests[cid_text] = found
+        return found
 
     async def _on_proof(self, opened: hubwire.FromAgent, received: float) -> None:
         assert self.db is not None and isinstance(opened.message, hubmessages.ProofMessage)
