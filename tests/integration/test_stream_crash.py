@@ -43,7 +43,6 @@ SEGMENT_READINGS = 40
 ACKS_PER_ROUND = 300  # acknowledged readings between kills: several segments sealed each time
 ACKS_AFTER_LAST = 100
 ANSWER_TIMEOUT = 1.5  # seconds: below CoAP's first retransmission (2 to 3 s)
-LOG_POLL = 0.002  # seconds between looks at the agent's log: a kill lands within a few ms
 CT_SENML_JSON = 110
 START = int(time.time()) - 7200  # reading v is timed START + v: two hours ago and after
 
@@ -109,17 +108,8 @@ def new_log_line(agent: AgentProc, pattern: str) -> Moment:
     """A moment: the agent logs a line matching ``pattern`` after the moment is awaited."""
 
     async def moment() -> None:
-        seen = agent.count(pattern)
-
-        def wait() -> None:
-            # AgentProc.wait_for would also return old matches; count() drains the log queue,
-            # so this looks every few milliseconds until a new match is there.
-            deadline = time.monotonic() + WAIT
-            while agent.count(pattern) == seen:
-                assert time.monotonic() < deadline, f"agent never logged {pattern!r}"
-                time.sleep(LOG_POLL)
-
-        await asyncio.to_thread(wait)
+        since = agent.mark()  # only lines after now count; wait_for wakes on each new line
+        await asyncio.to_thread(agent.wait_for, pattern, WAIT, since=since)
 
     return moment
 
