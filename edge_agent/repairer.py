@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from edge_agent.coap_client import AgentClient
+from edge_agent.datapath import PARALLEL_TRANSFERS
 from edge_agent.store import ShardStore
 from lichen import cid, erasure, objects, shard
 from lichen.errors import IntegrityError, LichenError, NotEnoughShards
@@ -27,7 +28,6 @@ from lichen.identity import Identity, PublicIdentity, format_node_id
 from lichen.manifest import Manifest, open_manifest
 from lichen.messages import PeerInfo, ShardTransfer
 
-PARALLEL_TRANSFERS = 4  # as in datapath: enough to fill a LAN, gentle on a Pi
 MIN_REPAIR_TIME = 60.0  # seconds a repair may take even when the hub's deadline is nearer
 MAX_DETAIL = 250  # characters of explanation sent back (Repaired allows 256)
 

@@ -198,18 +198,15 @@ def plan(
             raise LocalProtocolError(str(exc)) from exc
         shards = sorted(_distinct(node_id, held).values(), key=_order)
         # The sample follows from the nonce: as unpredictable as the nonce, reproducible by
-        # whoever holds it. Drawn here exactly as make_challenge would draw it, so that only
-        # the sampled shards need their leaf counts worked out.
+        # whoever holds it.
         rng = random.Random(hashlib.sha256(_SAMPLE_LABEL + nonce).digest())
-        if samples < len(shards):
-            shards = [shards[i] for i in sorted(rng.sample(range(len(shards)), samples))]
         challenges[node_id] = proofs.make_challenge(
             epoch,
             nonce,
             holder_kid,
             deadline,
             [(p.object_cid, p.shard_index, p.leaf_count) for p in shards],
-            len(shards),
+            samples,  # AuditTarget keeps it within proofs.MAX_ITEMS
             target.blocks_per_shard,
             rng,
         )
