@@ -262,6 +262,8 @@ class Agent:
             name=cfg.agent.name or socket.gethostname(),
             coap_bind=cfg.coap.bind,
             coap_port=self.port,
+            status_interval=cfg.hub.status_interval,
+            share_readings=cfg.streams.share_readings,
         )
         self.hub_link = hublink.HubLink(
             settings,
@@ -271,6 +273,7 @@ class Agent:
             outbox=self.outbox,
             client=self.client,
             log=self.log,
+            streams=self.streams,
         )
         await self.hub_link.start()
 

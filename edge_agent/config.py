@@ -93,7 +93,7 @@ class StoreSection:
 
 @dataclass(frozen=True)
 class StreamsSection:
-    """Sensor readings: how they are batched into sealed segments."""
+    """Sensor readings: how they are batched into sealed segments, and what the hub sees."""
 
     segment_readings: int = setting("Seal a segment once it holds this many readings.", 1000, min=1)
     segment_seconds: float = setting(
@@ -101,6 +101,11 @@ class StreamsSection:
     )
     accept_unauthenticated_local: bool = setting(
         "Accept readings without a sensor key from this host (127.0.0.1, ::1) only.", True
+    )
+    share_readings: bool = setting(
+        "Send the newest readings' values to the hub, for its dashboard. Off: the hub sees "
+        "stream names and counts only.",
+        False,
     )
 
 
@@ -120,6 +125,11 @@ class HubSection:
 
     url: str = setting("The hub's address, as given by 'lichen hub token'.", "")
     token: str = setting("The join token from the hub operator.", "")
+    status_interval: float = setting(
+        "Seconds between status and stream reports to the hub when nothing prompts one sooner.",
+        60.0,
+        min=1,
+    )
 
 
 @dataclass(frozen=True)

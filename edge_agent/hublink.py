@@ -25,6 +25,14 @@ opens everything that arrives with :func:`lichen.hubwire.open_from_hub`:
   and logged.
 - **repairs**: each order runs as a task (:mod:`edge_agent.repairer`) and ends with a signed
   ``repaired`` report.
+- **streams**: every ``status_interval`` seconds, when some stream took readings since the
+  last report the hub acknowledged (and once after each connect, so the hub learns the
+  counts), a signed ``streams`` report (QoS 1, not retained) of the most recently written
+  streams' counts and newest times, and, only with ``[streams] share_readings``, the numeric
+  readings accepted since that report (:func:`stream_report`). A report that is not
+  acknowledged is built again next round with the same readings; readings that fall out of
+  the stream store's small buffer meanwhile are not sent: the dashboard is best-effort, the
+  counts are always right.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +52,7 @@ from edge_agent import fsutil, repairer
 from edge_agent.coap_client import AgentClient
 from edge_agent.outbox import Outbox
 from edge_agent.store import ShardStore
+from edge_agent.streams import StreamSnapshot, StreamStore
 from edge_agent.tasks import BackgroundTasks
 from hub.mqtt import Message, MqttClient, MqttError, Will, parse_broker_url, settings_for
 from lichen import audit, cbor, cose, hubmessages, proofs
@@ -57,10 +67,16 @@ from lichen.errors import (
 from lichen.hubmessages import (
     MAX_BATCH_MANIFESTS,
     MAX_BATCH_RECEIPTS,
+    MAX_REPORT_READINGS,
+    MAX_REPORT_READINGS_PER_STREAM,
+    MAX_REPORT_STREAMS,
     ChallengeMessage,
     Joined,
     RepairOrder,
+    ReportedReading,
     Status,
+    StreamFigures,
+    StreamReport,
     make_join,
     make_receipts,
 )
@@ -134,6 +150,8 @@ class LinkSettings:
     coap_port: int
     status_interval: float = STATUS_INTERVAL
     keepalive: int = 30
+    share_readings: bool = False
+    """Send reading values in stream reports, not only counts (``[streams] share_readings``)."""
 
 
 @dataclass
@@ -148,6 +166,41 @@ class LinkStats:
     manifests_sent: int = 0
     challenges_answered: int = 0
     repairs: int = 0
+    stream_reports: int = 0
+
+
+def stream_report(
+    snapshots: Sequence[StreamSnapshot],
+    sent: Mapping[str, int],
+    *,
+    share: bool,
+    everything: bool,
+    now: float,
+) -> tuple[StreamReport, dict[str, int]] | None:
+    """The report to send, and each reported stream's count to remember as sent; None when
+    no stream changed since ``sent`` (stream -> count last acknowledged) and not
+    ``everything``.
+
+    It carries the most recently written streams (up to 64), and with ``share`` the numeric
+    readings numbered from the count sent on: the newest of them, 32 per stream when few
+    streams report, fewer when many do, so the report stays within 512.
+    """
+    if not snapshots or (not everything and all(sent.get(s.name) == s.readings for s in snapshots)):
+        return None
+    chosen = sorted(snapshots, key=lambda s: (-s.written, s.name))[:MAX_REPORT_STREAMS]
+    per = min(MAX_REPORT_READINGS_PER_STREAM, MAX_REPORT_READINGS // max(len(chosen), 1))
+    figures = []
+    for snap in sorted(chosen, key=lambda s: s.name):
+        since = sent.get(snap.name, 0)
+        fresh = [r for seq, r in snap.recent if seq >= since] if share else []
+        latest = tuple(
+            ReportedReading(r.time, r.name, float(r.value), r.unit or "")
+            for r in fresh[-per:]
+            if isinstance(r.value, float)
+        )
+        figures.append(StreamFigures(snap.name, snap.readings, snap.newest, latest))
+    report = StreamReport(int(now), tuple(figures))
+    return report, {f.name: f.readings for f in figures}
 
 
 class HubLink:
@@ -163,6 +216,7 @@ class HubLink:
         outbox: Outbox,
         client: AgentClient,
         log: Logger,
+        streams: StreamStore | None = None,
     ) -> None:
         self.settings = settings
         self.identity = identity
@@ -172,6 +226,7 @@ class HubLink:
         self.outbox = outbox
         self.coap = client
         self.log = log
+        self.streams = streams
         self._tasks = BackgroundTasks(self.log, "hub link")
         self.stats = LinkStats()
         self.broker = parse_broker_url(settings.url)
@@ -190,6 +245,9 @@ class HubLink:
         self._repairing: set[int] = set()
         self._refused = False
         self._announced = False
+        self._streams_wake = asyncio.Event()
+        self._streams_sent: dict[str, int] = {}  # stream -> count in the last acknowledged report
+        self._streams_everything = True  # after a (re)connect: report every stream's count
 
     @property
     def joined(self) -> bool:
@@ -270,10 +328,14 @@ class HubLink:
         self._tasks.spawn(self._join())
         self._tasks.spawn(self._status_loop())
         self._tasks.spawn(self._send_loop())
+        if self.streams is not None:
+            self._tasks.spawn(self._streams_loop())
 
     def _on_connection(self, up: bool) -> None:
         if up:
             self._announced = False
+            self._streams_everything = True
+            self._streams_wake.set()
             self._something_to_send()
 
     # -- joining -----------------------------------------------------------------------------
@@ -320,6 +382,7 @@ class HubLink:
         self.hub = joined.hub
         await asyncio.to_thread(self.outbox.use_hub, joined.hub_key)
         self.log.info("hub: joined hub %s at %s", joined.hub.node_id, self.broker.url)
+        self._streams_wake.set()
         self._something_to_send()
 
     def _unverified_joined(self, payload: bytes) -> None:
@@ -539,4 +602,42 @@ class HubLink:
                 len(some),
                 len(owned),
                 len(payload),
+            )
+
+    async def _streams_loop(self) -> None:
+        assert self._client is not None and self.streams is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._streams_wake.wait(), self.settings.status_interval)
+            self._streams_wake.clear()
+            if not self.joined or not self._client.connected:
+                continue
+            snapshots = await asyncio.to_thread(self.streams.snapshot)
+            built = stream_report(
+                snapshots,
+                self._streams_sent,
+                share=self.settings.share_readings,
+                everything=self._streams_everything,
+                now=time.time(),
+            )
+            if built is None:
+                continue
+            report, sent = built
+            try:
+                await self._client.publish(
+                    topic(self.node_id, Name.STREAMS),
+                    report.sign(self.identity),
+                    timeout=PUBLISH_TIMEOUT,
+                )
+            except (MqttError, TimeoutError) as exc:
+                # Not remembered as sent: the next round reports the same readings again.
+                self.log.warning("hub: stream report not published: %s", exc or "timed out")
+                continue
+            first = self._streams_everything
+            self._streams_everything = False
+            self._streams_sent.update(sent)
+            self.stats.stream_reports += 1
+            readings = sum(len(f.latest) for f in report.streams)
+            (self.log.info if first else self.log.debug)(
+                "hub: stream report sent: %d streams, %d readings", len(report.streams), readings
             )

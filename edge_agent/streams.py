@@ -10,6 +10,10 @@ On disk, under ``streams/<name>/``: ``readings.wal`` (pending readings, each tag
 per-stream sequence number) and ``index/<seq>.seg`` (each signed segment record with the range
 of reading numbers it sealed, so a crash between sealing and trimming the log never seals a
 reading twice).
+
+For the hub's dashboard (:meth:`StreamStore.snapshot`), each stream also keeps in memory its
+count, the time of its newest reading and its newest numeric readings (a small buffer that
+starts empty when the agent does; the count and newest time come from disk).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import ipaddress
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +45,9 @@ STREAMS_DIR = "streams"
 MAX_STREAMS = 256  # streams one agent keeps; a flood of names cannot exhaust the disk
 MAX_SEGMENT_FILE = 4096
 SEAL_RETRY = 10.0  # seconds before retrying a seal that found no room on the mesh
+# Newest numeric readings kept per stream for the hub's charts: what one stream report
+# carries at most (lichen.hubmessages.MAX_REPORT_READINGS_PER_STREAM).
+REPORT_BUFFER = 32
 _INDEX_LIMITS = cbor.Limits(max_size=MAX_SEGMENT_FILE, max_depth=4, max_items=16)
 
 Sealer = Callable[[str, bytes, int], Awaitable[bytes]]
@@ -60,6 +68,32 @@ class _Stream:
     # could log a reading just before the log is replaced without it, or take a sequence
     # number another append also took. Both acknowledge a reading a crash then loses.
     writing: threading.Lock = field(default_factory=threading.Lock)
+    # What reports show (StreamStore._figures guards these): the count accepted, the newest
+    # reading's time, the newest numeric readings with their numbers, and the store-wide
+    # order of the last append (0: none since the agent started).
+    count: int = 0
+    newest: float | None = None
+    recent: deque[tuple[int, senml.Record]] = field(
+        default_factory=lambda: deque(maxlen=REPORT_BUFFER)
+    )
+    written: int = 0
+
+
+@dataclass(frozen=True)
+class StreamSnapshot:
+    """One stream's figures at one moment, for a report to the hub."""
+
+    name: str
+    readings: int
+    """Readings ever accepted: the stream's next reading number."""
+    newest: float | None
+    """Time of the newest reading (sealed or pending); None when there is none."""
+    written: int
+    """Store-wide order of the stream's last append: higher is more recent; 0: none since
+    the agent started."""
+    recent: tuple[tuple[int, senml.Record], ...]
+    """The newest numeric readings accepted since the agent started, with their numbers,
+    oldest first (at most :data:`REPORT_BUFFER`)."""
 
 
 def _encode_reading(seq: int, record: senml.Record, mark: bytes | None = None) -> bytes:
@@ -107,6 +141,8 @@ class StreamStore:
         self.marks: list[bytes] = []  # marks found in the logs when they were opened
         self._streams: dict[str, _Stream] = {}
         self._opening = threading.Lock()  # two first readings of a stream open it once
+        self._figures = threading.Lock()  # a snapshot never waits for an fsync
+        self._writes = 0
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -124,9 +160,9 @@ class StreamStore:
     def _open(self, name: str) -> _Stream:
         directory = self.root / name
         (directory / "index").mkdir(parents=True, exist_ok=True)
-        records, sealed_through = self._load_index(name, directory / "index")
+        records, sealed_through, newest = self._load_index(name, directory / "index")
         wal = WriteAheadLog.open(directory / "readings.wal")
-        s = _Stream(name, directory, wal, records=records)
+        s = _Stream(name, directory, wal, records=records, newest=newest)
         s.next_reading = sealed_through + 1
         for raw in wal.records():
             try:
@@ -142,11 +178,16 @@ class StreamStore:
                 s.next_reading = max(s.next_reading, seq + 1)
         if s.pending:
             s.oldest_pending = time.monotonic()
-        self._streams[name] = s
+            s.newest = max(
+                [r.time for _, r in s.pending] + ([newest] if newest is not None else [])
+            )
+        s.count = s.next_reading
+        with self._figures:
+            self._streams[name] = s
         log.info("stream %s: %d segments, %d readings pending", name, len(records), len(s.pending))
         return s
 
-    def _load_index(self, name: str, directory: Path) -> tuple[list[bytes], int]:
+    def _load_index(self, name: str, directory: Path) -> tuple[list[bytes], int, float | None]:
         files = sorted(p for p in directory.iterdir() if p.suffix == ".seg" and p.stem.isdigit())
         records: list[bytes] = []
         sealed_through = -1
@@ -158,8 +199,8 @@ class StreamStore:
                 raise IntegrityError(f"stream {name}: {path} is not a segment entry")
             records.append(entry[0])
             sealed_through = int(entry[1])
-        stream.verify_chain(records, self.identity.public, stream=name)
-        return records, sealed_through
+        segments = stream.verify_chain(records, self.identity.public, stream=name)
+        return records, sealed_through, segments[-1].last_time if segments else None
 
     def close(self) -> None:
         """Close every log."""
@@ -208,7 +249,29 @@ class StreamStore:
             s.pending.extend(numbered)
             if s.oldest_pending is None:
                 s.oldest_pending = time.monotonic()
+            self._note(s, numbered)
         return len(numbered)
+
+    def _note(self, s: _Stream, numbered: Sequence[tuple[int, senml.Record]]) -> None:
+        """Update what reports show of ``s`` after an append of ``numbered``."""
+        times = [r.time for _, r in numbered]
+        with self._figures:
+            self._writes += 1
+            s.written = self._writes
+            s.count = s.next_reading
+            if times:
+                s.newest = max(times) if s.newest is None else max(s.newest, *times)
+            # Numbers only (bool, text and data values are not charted); a sum-only record
+            # has no value.
+            s.recent.extend((q, r) for q, r in numbered if isinstance(r.value, float))
+
+    def snapshot(self) -> list[StreamSnapshot]:
+        """Every stream's figures, by name; safe to call while appends run in other threads."""
+        with self._figures:
+            return [
+                StreamSnapshot(s.name, s.count, s.newest, s.written, tuple(s.recent))
+                for s in sorted(self._streams.values(), key=lambda s: s.name)
+            ]
 
     def _trim(self, s: _Stream, sealed: int) -> None:
         """Drop the first ``sealed`` pending readings, now in a segment, from memory and the

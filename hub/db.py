@@ -1,9 +1,10 @@
 """The hub's database: SQLite (WAL) by default, PostgreSQL by URL, through SQLAlchemy Core.
 
-:class:`Database` is the repository the hub service calls. Its methods come in two halves:
+:class:`Database` is the repository the hub service calls. Its methods come in three parts:
 devices, objects, shards, placements and parked receipts (:mod:`hub.db_mesh`); epochs and the
 ledger chain, challenges and proof items, rewards, repairs and the views the API and dashboard
-show (:mod:`hub.db_ledger`, with the queries in :mod:`hub.db_reports`). The tables are in
+show (:mod:`hub.db_ledger`, with the queries in :mod:`hub.db_reports`); sensor streams as agents
+report them, for the dashboard (:mod:`hub.db_streams`). The tables are in
 :mod:`hub.db_schema`, the rows taken and returned in :mod:`hub.db_records`, transactions and
 input checks in :mod:`hub.db_base`. :meth:`Database.upgrade` brings the schema to the newest
 alembic revision (``hub/migrations``) with a configuration built in code, so no
@@ -46,6 +47,7 @@ from sqlalchemy.engine import URL, make_url
 from hub.db_base import MAX_PAGE, WRITE_OPTION
 from hub.db_ledger import LedgerStore
 from hub.db_mesh import MeshStore
+from hub.db_streams import StreamsStore
 from lichen.errors import ConfigError
 
 __all__ = ["DB_FILE", "MAX_PAGE", "Database", "default_url"]
@@ -86,7 +88,7 @@ def _on_sqlite_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
-class Database(MeshStore, LedgerStore):
+class Database(MeshStore, LedgerStore, StreamsStore):
     """The hub's repository; open one per process with :meth:`open`, then :meth:`upgrade`."""
 
     # -- lifecycle --------------------------------------------------------------------------

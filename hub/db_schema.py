@@ -35,6 +35,15 @@ The tables:
 ``repairs``
     Repair orders: the object, its lost indices (JSON list), the repairing device, the new
     holders (JSON list of ``[index, node id]``), when ordered and finished, and how it ended.
+``streams``
+    Each device's sensor streams as its stream reports tell them: the count of readings ever
+    accepted, the time of the newest, when the hub last heard (:mod:`hub.db_streams`).
+``stream_counts``
+    Samples of each stream's count at hub receive times, for readings per minute; pruned to
+    the last hour.
+``readings``
+    The newest numeric readings of each stream, only from devices whose operator shares
+    reading values; a few hundred per stream.
 
 Warnings are not a table: they are the devices whose standing is not ``ok``.
 
@@ -61,6 +70,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 ID_LENGTH = 64
@@ -299,4 +309,56 @@ repairs = Table(
     Column("detail", Text, nullable=False),
     Index(None, "state"),
     Index(None, "cid"),
+)
+
+streams = Table(
+    "streams",
+    metadata,
+    Column(
+        "device",
+        String(ID_LENGTH),
+        ForeignKey("devices.node_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("name", String(ID_LENGTH), primary_key=True),
+    Column("readings_total", BigInteger, nullable=False),
+    Column("newest_at", Float),
+    Column("updated_at", Float, nullable=False),
+)
+
+stream_counts = Table(
+    "stream_counts",
+    metadata,
+    Column("device", String(ID_LENGTH), primary_key=True),
+    Column("name", String(ID_LENGTH), primary_key=True),
+    Column("at", Float, primary_key=True),
+    Column("readings_total", BigInteger, nullable=False),
+    ForeignKeyConstraint(
+        ["device", "name"], ["streams.device", "streams.name"], ondelete="CASCADE"
+    ),
+    Index(None, "at"),
+)
+
+readings = Table(
+    "readings",
+    metadata,
+    # 64-bit on PostgreSQL (rows come and go for as long as the hub runs); SQLite's INTEGER
+    # primary key is the 64-bit rowid already.
+    Column(
+        "id",
+        BigInteger().with_variant(Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("device", String(ID_LENGTH), nullable=False),
+    Column("stream", String(ID_LENGTH), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("value", Float, nullable=False),
+    Column("unit", Text, nullable=False),
+    ForeignKeyConstraint(
+        ["device", "stream"], ["streams.device", "streams.name"], ondelete="CASCADE"
+    ),
+    # An exact duplicate (a QoS 1 message delivered twice) is stored once.
+    UniqueConstraint("device", "stream", "at", "name", "value", "unit"),
 )

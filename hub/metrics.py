@@ -25,3 +25,6 @@ class HubMetrics:
         self.repairs = Counter(
             "lichen_hub_repairs", "Repairs ordered, done or failed", ["state"], registry=r
         )
+        self.readings = Counter(
+            "lichen_hub_readings", "Stream readings stored from agents' reports", registry=r
+        )

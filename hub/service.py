@@ -1,8 +1,8 @@
 """The hub service: MQTT messages in, the core's decisions, records out.
 
-:class:`Hub` feeds what agents publish (joins, presence, receipts, proofs, repair reports)
-through the core's checks (:mod:`lichen.hubwire`) into the database, and runs the epoch
-loop: plan and send challenges (:mod:`lichen.audit`), judge answers as they arrive
+:class:`Hub` feeds what agents publish (joins, presence, receipts, proofs, repair reports,
+stream reports) through the core's checks (:mod:`lichen.hubwire`) into the database, and runs
+the epoch loop: plan and send challenges (:mod:`lichen.audit`), judge answers as they arrive
 (:mod:`lichen.proofs`), close the epoch with rewards (:mod:`lichen.rewards`) in a signed,
 hash-chained ledger record (:mod:`lichen.ledger`), then mark lost shards and order repairs
 (:mod:`lichen.repair`). Every decision is the core's; this module moves bytes and rows.
@@ -210,6 +210,7 @@ class Hub:
             hubwire.Name.RECEIPTS: self._on_receipts,
             hubwire.Name.PROOF: self._on_proof,
             hubwire.Name.REPAIRED: self._on_repaired,
+            hubwire.Name.STREAMS: self._on_streams,
         }[opened.name]
         try:
             await handler(opened, received)
@@ -262,6 +263,21 @@ class Hub:
         )
         if not status.online:
             self.log.info("device %s went offline", opened.node_id)
+
+    async def _on_streams(self, opened: hubwire.FromAgent, now: float) -> None:
+        # open_from_agent has checked the signer is the enrolled, unrevoked device of the topic.
+        assert self.db is not None and isinstance(opened.message, hubmessages.StreamReport)
+        report = opened.message
+        offered = sum(len(f.latest) for f in report.streams)
+        stored = await asyncio.to_thread(self.db.record_stream_report, opened.node_id, report, now)
+        self.metrics.readings.inc(stored)
+        self.log.debug(
+            "streams from %s: %d streams, %d of %d readings stored",
+            opened.node_id,
+            len(report.streams),
+            stored,
+            offered,
+        )
 
     async def _on_receipts(self, opened: hubwire.FromAgent, now: float) -> None:
         assert self.db is not None and isinstance(opened.message, hubmessages.ReceiptBatch)

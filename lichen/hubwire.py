@@ -20,6 +20,8 @@ challenge   hub->agent  the CHALLENGE as :mod:`lichen.audit` signs it, carried a
 proof       agent->hub  the PROOF exactly as :func:`lichen.proofs.answer` signs it, QoS 1
 repair      hub->agent  ``repair-order`` (kind REPAIR_ORDER), QoS 1
 repaired    agent->hub  ``repaired`` (kind REPAIRED), QoS 1
+streams     agent->hub  ``stream-report`` (kind STREAM_REPORT), QoS 1: stream counts, and
+                        reading values only where the agent's operator shares them
 ==========  ==========  ==================================================================
 
 ``lichen/v1/hub/info`` (:data:`HUB_INFO_TOPIC`) is informational and outside this scheme.
@@ -42,6 +44,7 @@ from lichen.hubmessages import (
     MAX_RECEIPTS_SIZE,
     MAX_REPAIR_SIZE,
     MAX_REPAIRED_SIZE,
+    MAX_STREAMS_SIZE,
     SMALL_SIZE,
     ChallengeMessage,
     Join,
@@ -51,6 +54,7 @@ from lichen.hubmessages import (
     Repaired,
     RepairOrder,
     Status,
+    StreamReport,
 )
 from lichen.identity import NODE_ID_SIZE, PublicIdentity, format_node_id, parse_node_id
 
@@ -86,9 +90,12 @@ class Name(StrEnum):
     PROOF = "proof"
     REPAIR = "repair"
     REPAIRED = "repaired"
+    STREAMS = "streams"
 
 
-FROM_AGENT = frozenset({Name.JOIN, Name.STATUS, Name.RECEIPTS, Name.PROOF, Name.REPAIRED})
+FROM_AGENT = frozenset(
+    {Name.JOIN, Name.STATUS, Name.RECEIPTS, Name.PROOF, Name.REPAIRED, Name.STREAMS}
+)
 FROM_HUB = frozenset({Name.JOINED, Name.CHALLENGE, Name.REPAIR})
 MAX_SIZE: dict[Name, int] = {
     Name.JOIN: SMALL_SIZE,
@@ -99,10 +106,11 @@ MAX_SIZE: dict[Name, int] = {
     Name.PROOF: proofs.MAX_PROOF_SIZE,
     Name.REPAIR: MAX_REPAIR_SIZE,
     Name.REPAIRED: MAX_REPAIRED_SIZE,
+    Name.STREAMS: MAX_STREAMS_SIZE,
 }
 """Largest payload accepted on each topic, checked before any parsing."""
 
-AgentMessage = Join | Status | ReceiptBatch | ProofMessage | Repaired
+AgentMessage = Join | Status | ReceiptBatch | ProofMessage | Repaired | StreamReport
 HubMessage = Joined | ChallengeMessage | RepairOrder
 
 
@@ -255,6 +263,8 @@ def _read_agent_message(
         return ReceiptBatch.open(payload, sender)
     if name is Name.REPAIRED:
         return Repaired.from_payload(payload)
+    if name is Name.STREAMS:
+        return StreamReport.from_payload(payload)
     fields = wire.decode(payload, wire.Kind.PROOF, _PROOF_LIMITS)
     epoch = fields.uint(2)
     nonce = fields.bstr(3, size=proofs.NONCE_SIZE)

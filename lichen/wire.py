@@ -47,6 +47,7 @@ class Kind(IntEnum):
     RECEIPT_BATCH = 18
     REPAIR_ORDER = 19
     REPAIRED = 20
+    STREAM_REPORT = 21
 
 
 def pack(kind: Kind, fields: dict[int, Any]) -> dict[int, Any]:

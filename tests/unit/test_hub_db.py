@@ -52,6 +52,9 @@ TABLES = {
     "proof_items",
     "rewards",
     "repairs",
+    "streams",
+    "stream_counts",
+    "readings",
 }
 HOSTILE = (
     "'; DROP TABLE devices; --",
@@ -160,7 +163,7 @@ def test_migrations_apply_to_an_empty_database(url: str) -> None:
         assert database.revision() is None
         assert database.dialect == url.split(":")[0].split("+")[0]
         database.upgrade()
-        assert database.revision() == "0001"
+        assert database.revision() == "0002"
         database.upgrade()  # already at head: nothing to do
         with database.engine.connect() as conn:
             assert set(inspect(conn).get_table_names()) >= TABLES
@@ -180,7 +183,7 @@ def test_migrations_downgrade_to_nothing_and_back(url: str) -> None:
         command.downgrade(config, "base")
         assert TABLES.isdisjoint(inspect(conn).get_table_names())
     db.upgrade()
-    assert db.revision() == "0001"
+    assert db.revision() == "0002"
     assert db.ping()
     db.close()
 

@@ -139,6 +139,7 @@ def test_subscriptions() -> None:
         "lichen/v1/+/receipts",
         "lichen/v1/+/repaired",
         "lichen/v1/+/status",
+        "lichen/v1/+/streams",
     )
     assert hubwire.agent_subscriptions(A.node_id) == tuple(
         f"lichen/v1/{A.node_id}/{n}" for n in ("challenge", "joined", "repair")

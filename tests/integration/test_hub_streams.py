@@ -1,0 +1,117 @@
+"""Stream figures from agents to the hub's database, for real: a hub, a Mosquitto, two agents.
+
+One agent's operator shares reading values (``[streams] share_readings = true``): its stream
+reaches the hub with its count and its numeric readings. The other does not: the hub learns
+its stream's name and count, and no value. Readings go in over CoAP as a sensor sends them;
+the test polls the hub's SQLite database (with a deadline) until the figures are there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiocoap
+from aiocoap import Code, Message
+
+from hub.db import Database, default_url
+from tests.agents import WAIT, HubProc, mesh
+from tests.mosquitto import Mosquitto, require_mosquitto
+
+T = TypeVar("T")
+POLL = 0.1  # seconds between looks at the database while waiting for a report
+
+
+async def _post(port: int, stream: str, records: list[dict[str, Any]]) -> None:
+    context = await aiocoap.Context.create_client_context()
+    try:
+        for record in records:
+            request = Message(
+                code=Code.POST,
+                uri=f"coap://127.0.0.1:{port}/s/{stream}",
+                payload=json.dumps([record]).encode(),
+                content_format=110,
+            )
+            response = await asyncio.wait_for(context.request(request).response, WAIT)
+            assert response.code == Code.CHANGED, response
+    finally:
+        await context.shutdown()
+
+
+def _until(what: str, probe: Callable[[], T | None]) -> T:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        found = probe()
+        if found is not None:
+            return found
+        time.sleep(POLL)
+    raise AssertionError(f"the hub's database never showed {what}")
+
+
+def test_stream_figures_reach_the_hub(tmp_path: Path) -> None:
+    require_mosquitto()
+    with Mosquitto(tmp_path / "mosquitto") as broker:
+        hub = HubProc(tmp_path / "hub", 0)
+        hub.init_hub("--broker", broker.url)
+        hub.configure("http", "bind", '"127.0.0.1"')
+        hub.start()
+        token = (hub.data_dir / "join.token").read_text().strip()
+        try:
+            with mesh(tmp_path, 2) as (sharing, private):
+                for agent, share in ((sharing, "true"), (private, "false")):
+                    agent.configure("hub", "url", f'"{broker.url}"')
+                    agent.configure("hub", "token", f'"{token}"')
+                    agent.configure("hub", "status_interval", "1.0")
+                    agent.configure("streams", "share_readings", share)
+                    agent.start()
+                for agent in (sharing, private):
+                    hub.wait_for(rf"device {agent.node_id} \(.*\) enrolled")
+
+                temps = [{"n": "kitchen", "u": "Cel", "v": 20 + i / 4} for i in range(5)]
+                # A text value is stored by the agent but is no figure for a chart.
+                asyncio.run(
+                    _post(sharing.port, "kitchen.temp", [*temps, {"n": "door", "vs": "open"}])
+                )
+                asyncio.run(_post(private.port, "garden", [{"n": "soil", "v": 0.3}] * 3))
+
+                with Database.open(default_url(hub.data_dir)) as db:
+                    shared = _until(
+                        "the shared stream with its six readings",
+                        lambda: (
+                            s
+                            if (s := db.get_stream(sharing.node_id, "kitchen.temp"))
+                            and s.readings_total == 6
+                            and len(db.stream_readings(sharing.node_id, "kitchen.temp")) == 5
+                            else None
+                        ),
+                    )
+                    values = db.stream_readings(sharing.node_id, "kitchen.temp")
+                    assert [(r.name, r.value, r.unit) for r in values] == [
+                        ("kitchen", 20 + i / 4, "Cel") for i in range(5)
+                    ]
+                    assert shared.latest == values[-1]
+                    assert shared.newest_at is not None and shared.newest_at >= values[-1].at
+
+                    hidden = _until(
+                        "the private stream's count",
+                        lambda: (
+                            s
+                            if (s := db.get_stream(private.node_id, "garden"))
+                            and s.readings_total == 3
+                            else None
+                        ),
+                    )
+                    assert hidden.latest is None and hidden.newest_at is not None
+                    assert db.stream_readings(private.node_id, "garden") == ()
+                    listed = db.list_streams(10, 0)
+                    assert {(s.device, s.name) for s in listed.items} == {
+                        (sharing.node_id, "kitchen.temp"),
+                        (private.node_id, "garden"),
+                    }
+                    assert listed.total == 2
+        finally:
+            hub.kill()
