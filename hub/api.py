@@ -1,8 +1,10 @@
-"""The hub's HTTP face: a JSON API over its records, ``/metrics`` and ``/healthz``.
+"""The hub's HTTP face: the dashboard, a JSON API over its records, ``/metrics``, ``/healthz``.
 
 Starlette routes, served in-process by uvicorn. Every handler reads through
 :class:`hub.db.Database` in a worker thread and turns the records (frozen dataclasses) into
-JSON: bytes as hex, enums as their values. Lists are paged with ``?limit=&offset=``.
+JSON: bytes as hex, enums as their values. Lists are paged with ``?limit=&offset=``. Every
+figure the dashboard (:mod:`hub.dashboard`) shows is here too. When the database does not
+answer, the API says so with 503 instead of failing with 500.
 """
 
 from __future__ import annotations
@@ -10,17 +12,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import exc as sa_exc
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
+from hub import dashboard
 from hub.db import Database
+from hub.db_views import DeviceFilter, DeviceRow
 from lichen import ledger
 from lichen.errors import IntegrityError, LichenError
 
@@ -56,6 +62,17 @@ def _page_args(request: Request) -> tuple[int, int]:
     return limit, offset
 
 
+def _device_row(row: DeviceRow) -> dict[str, Any]:
+    """A device-list row as JSON: the device's own fields, then its figures."""
+    figures = {f.name: getattr(row, f.name) for f in dataclasses.fields(row) if f.name != "device"}
+    return {**to_json(row.device), **to_json(figures)}
+
+
+def _unavailable(exc: sa_exc.SQLAlchemyError) -> JSONResponse:
+    problem = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return JSONResponse({"error": f"the database is not answering: {problem}"}, status_code=503)
+
+
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -74,6 +91,8 @@ def build_app(hub: Hub) -> Starlette:
                 return JSONResponse({"error": str(exc)}, status_code=400)
             except LichenError as exc:
                 return JSONResponse({"error": str(exc)}, status_code=400)
+            except sa_exc.SQLAlchemyError as exc:
+                return _unavailable(exc)
             if found is None:
                 return JSONResponse({"error": "not found"}, status_code=404)
             return JSONResponse(to_json(found))
@@ -86,7 +105,10 @@ def build_app(hub: Hub) -> Starlette:
     async def healthz(request: Request) -> Response:
         database_ok = await asyncio.to_thread(db().ping)
         broker_ok = hub.mqtt is not None and hub.mqtt.connected
-        current = await asyncio.to_thread(db().current_epoch)
+        try:
+            current = await asyncio.to_thread(db().current_epoch) if database_ok else None
+        except sa_exc.SQLAlchemyError:
+            database_ok, current = False, None
         body = {
             "database": database_ok,
             "broker": broker_ok,
@@ -113,11 +135,33 @@ def build_app(hub: Hub) -> Starlette:
             return None
         return {"epoch": epoch, "rewards": db().epoch_rewards(number)}
 
-    routes = [
+    def overview(request: Request) -> dict[str, Any]:
+        found = to_json(db().overview())
+        found["readings_per_minute"] = db().readings_per_minute(time.time())
+        return dict(found)
+
+    def device_list(request: Request) -> dict[str, Any]:
+        limit, offset = _page_args(request)
+        which = DeviceFilter(request.query_params.get("show", DeviceFilter.ALL.value))
+        page = db().device_rows(limit, offset, which)
+        return {**to_json(page), "items": [_device_row(row) for row in page.items]}
+
+    def epoch_figures(request: Request) -> list[Any]:
+        last = int(request.query_params.get("last", str(dashboard.CHART_EPOCHS)))
+        return [{**to_json(f), "pass_rate": f.pass_rate} for f in db().epoch_figures(last)]
+
+    def stream(request: Request) -> dict[str, Any] | None:
+        node_id, name = request.path_params["node_id"], request.path_params["name"]
+        found = db().get_stream(node_id, name)
+        if found is None:
+            return None
+        return {"stream": found, "readings": db().stream_readings(node_id, name)}
+
+    routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/metrics", metrics),
-        Route("/api/overview", json_route(lambda r: db().overview())),
-        Route("/api/devices", paged(lambda d: d.list_devices)),
+        Route("/api/overview", json_route(overview)),
+        Route("/api/devices", json_route(device_list)),
         Route(
             "/api/devices/{node_id}",
             json_route(lambda r: db().device_detail(r.path_params["node_id"])),
@@ -125,11 +169,15 @@ def build_app(hub: Hub) -> Starlette:
         Route("/api/objects", paged(lambda d: d.list_objects)),
         Route("/api/objects/{cid}", json_route(lambda r: db().get_object(r.path_params["cid"]))),
         Route("/api/epochs", paged(lambda d: d.list_epochs)),
+        Route("/api/epochs/figures", json_route(epoch_figures)),
         Route("/api/epochs/{epoch:int}", json_route(epoch_detail)),
         Route("/api/warnings", paged(lambda d: d.warnings)),
         Route("/api/repairs", paged(lambda d: d.list_repairs)),
         Route("/api/health", json_route(lambda r: db().data_health())),
         Route("/api/ledger/verify", json_route(verify)),
+        Route("/api/streams", paged(lambda d: d.list_streams)),
+        Route("/api/streams/{node_id}/{name}", json_route(stream)),
+        *dashboard.routes(hub),
     ]
     return Starlette(routes=routes)
 

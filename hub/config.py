@@ -49,6 +49,9 @@ class HttpSection:
 
     bind: str = setting("Address for the dashboard and API.", "0.0.0.0")
     port: int = setting("Port for the dashboard and API. 0: any free port.", 8080, min=0, max=65535)
+    refresh: float = setting(
+        "Seconds between live updates of the figures on an open dashboard page.", 5.0, min=0.5
+    )
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from sqlalchemy import (
     update,
 )
 
-from hub import db_reports
+from hub import db_reports, db_views
 from hub.db_base import (
     LEDGER_BATCH,
     Store,
@@ -418,6 +418,23 @@ class LedgerStore(Store):
         check_page(limit, offset)
         with self._read() as conn:
             return db_reports.warnings(conn, limit, offset)
+
+    def device_rows(
+        self,
+        limit: int = 100,
+        offset: int = 0,
+        which: db_views.DeviceFilter = db_views.DeviceFilter.ALL,
+    ) -> Page[db_views.DeviceRow]:
+        """Devices by name with their pass rate, rewards and warning (the device list)."""
+        check_page(limit, offset)
+        with self._read() as conn:
+            return db_views.device_rows(conn, limit, offset, db_views.DeviceFilter(which))
+
+    def epoch_figures(self, last: int = 50, upto: int | None = None) -> list[db_views.EpochFigures]:
+        """The newest ``last`` epochs' (up to ``upto``) proof and payment totals, oldest first."""
+        check_page(last, 0)
+        with self._read() as conn:
+            return db_views.epoch_figures(conn, last, upto)
 
 
 def _reward_row(epoch: int, r: DeviceReward) -> dict[str, Any]:

@@ -432,7 +432,7 @@ def overview(conn: Connection) -> Overview:
     )
 
 
-def _warning_select() -> Select[Any]:
+def warning_select() -> Select[Any]:
     last_failed = (
         select(func.max(rewards.c.epoch))
         .where(rewards.c.device == devices.c.node_id, rewards.c.outcome.in_(_FAILING))
@@ -447,7 +447,7 @@ def _warning_select() -> Select[Any]:
     ).where(devices.c.revoked_at.is_(None), devices.c.standing_state != State.OK.value)
 
 
-def _warnings_from(conn: Connection, rows: list[Row[Any]]) -> list[DeviceWarning]:
+def warnings_from(conn: Connection, rows: list[Row[Any]]) -> list[DeviceWarning]:
     pairs = [(r.node_id, r.last_failed) for r in rows if r.last_failed is not None]
     reasons: dict[str, tuple[str, ...]] = {}
     if pairs:
@@ -476,14 +476,14 @@ def warnings(conn: Connection, limit: int, offset: int) -> Page[DeviceWarning]:
         value=devices.c.standing_state,
         else_=2,
     )
-    query = _warning_select()
+    query = warning_select()
     total = conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
     rows = conn.execute(
         query.order_by(severity, devices.c.standing_failures.desc(), devices.c.node_id)
         .limit(limit)
         .offset(offset)
     ).all()
-    return Page(tuple(_warnings_from(conn, list(rows))), int(total), limit, offset)
+    return Page(tuple(warnings_from(conn, list(rows))), int(total), limit, offset)
 
 
 def device_detail(conn: Connection, device: Device, epochs_shown: int) -> DeviceDetail:
@@ -519,8 +519,8 @@ def device_detail(conn: Connection, device: Device, epochs_shown: int) -> Device
         .where(placements.c.holder == node_id)
         .group_by(placements.c.state),
     )
-    warning_rows = conn.execute(_warning_select().where(devices.c.node_id == node_id)).all()
-    found = _warnings_from(conn, list(warning_rows))
+    warning_rows = conn.execute(warning_select().where(devices.c.node_id == node_id)).all()
+    found = warnings_from(conn, list(warning_rows))
     return DeviceDetail(
         device=device,
         proofs=proofs,

@@ -36,6 +36,7 @@ EPOCH_SECONDS = 10.0
 ANSWER_WITHIN = 4.0
 REPAIR_AFTER = 30.0
 SENSOR_PERIOD = 0.5  # seconds between simulated readings
+STATUS_INTERVAL = 10.0  # seconds between agents' status and stream reports
 STREAM = "demo.temperature"
 READY = re.compile(r"agent (\w+) ready: CoAP on \S+ port (\d+)")
 
@@ -95,8 +96,14 @@ async def _start_agent(agent: _Agent, peers: list[str], hub_url: str, token: str
     text = config.read_text().replace("port = 9464", "port = -1")
     text = text.replace('bind = "0.0.0.0"', 'bind = "127.0.0.1"')
     text = with_hub(text, hub_url, token)
+    # A name per agent, so that the dashboard tells them apart (the default is the host name).
+    text = text.replace('name = ""', f'name = "demo-{agent.data_dir.name}"', 1)
     # Seal readings into segments on the mesh every few seconds, so the demo shows them.
     text = text.replace("segment_seconds = 300.0", "segment_seconds = 10.0")
+    # The hub's dashboard shows the demo sensor's readings (off by default: the operator's
+    # choice), and hears stream figures every few seconds rather than every minute.
+    text = text.replace("share_readings = false", "share_readings = true")
+    text = text.replace("status_interval = 60.0", f"status_interval = {STATUS_INTERVAL}")
     config.write_text(text)
     agent.proc = subprocess.Popen(
         _lichen("agent", "run", "--data-dir", str(agent.data_dir)),
@@ -205,9 +212,8 @@ async def run(agents: int, duration: float | None, data_dir: Path | None, http_p
         else:
             _say(f"could not store the sample file: {put.stderr.strip()}")
         _say("")
-        _say(f"Dashboard and API: http://127.0.0.1:{hub.http_port}/api/overview")
-        _say(f"  devices: http://127.0.0.1:{hub.http_port}/api/devices")
-        _say(f"  ledger:  http://127.0.0.1:{hub.http_port}/api/ledger/verify")
+        _say(f"Dashboard: http://127.0.0.1:{hub.http_port}/")
+        _say(f"  JSON API: http://127.0.0.1:{hub.http_port}/api/overview")
         _say(f"  data in {root}" + ("" if keep else " (removed at the end)"))
         _say("Press Ctrl-C to stop." if duration is None else f"Stopping in {duration:.0f} s.")
         with contextlib.suppress(TimeoutError):

@@ -18,7 +18,7 @@ def test_demo_runs_and_prints_a_summary() -> None:
     )
     out = result.stdout
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Dashboard and API: http://127.0.0.1:" in out
+    assert "Dashboard: http://127.0.0.1:" in out
     assert "devices enrolled:  3 of 3 agents" in out
     readings = re.search(r"readings stored:\s+(\d+) acknowledged", out)
     assert readings is not None and int(readings.group(1)) > 0
