@@ -54,6 +54,8 @@ CHART_EPOCHS = 100
 DEVICE_EPOCHS = 50
 """Epochs of proofs and rewards a device page shows."""
 REPAIRS_SHOWN = 20
+CAPACITY_SHOWN = 12
+"""Devices in the overview's capacity chart: the online ones offering the most."""
 STREAM_POINTS = 500
 LEDGER_RECHECK = 300.0
 """Seconds after which the dashboard verifies an unchanged ledger again, in case its stored
@@ -80,7 +82,7 @@ class BadRequest(Exception):
 
 def format_bytes(value: int | float | None) -> str:
     """1536 -> '1.5 KiB'."""
-    if value is None:
+    if value is None or not math.isfinite(value):
         return "–"
     size = float(value)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -95,11 +97,16 @@ def format_ago(when: float | None, now: float) -> str:
     if when is None:
         return "never"
     seconds = now - when
+    if not math.isfinite(seconds):
+        return "–"
     if seconds < 0:
         return "in the future"
     if seconds < 10:
         return "just now"
-    for size, unit in ((86400, "days"), (3600, "h"), (60, "min")):
+    if seconds >= 86400:
+        days = int(seconds // 86400)
+        return f"{days} day{'' if days == 1 else 's'} ago"
+    for size, unit in ((3600, "h"), (60, "min")):
         if seconds >= size:
             return f"{int(seconds // size)} {unit} ago"
     return f"{int(seconds)} s ago"
@@ -107,14 +114,16 @@ def format_ago(when: float | None, now: float) -> str:
 
 def format_time(when: float | None) -> str:
     """A moment in UTC, to the second."""
-    if when is None:
+    if when is None or not math.isfinite(when):
         return "–"
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
 
 
 def format_percent(value: float | None, digits: int = 0) -> str:
     """0.873 -> '87%'; None -> '–'."""
-    return "–" if value is None else f"{value * 100:.{digits}f}%"
+    if value is None or not math.isfinite(value):
+        return "–"
+    return f"{value * 100:.{digits}f}%"
 
 
 def format_number(value: float | int | None, digits: int = 0) -> str:
@@ -152,7 +161,7 @@ class Pager:
 def page_number(request: Request) -> int:
     """The ``page`` query parameter, from 1."""
     raw = request.query_params.get("page", "1")
-    if not raw.isdigit() or not 1 <= int(raw) <= 10**6:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 7) or not 1 <= int(raw) <= 10**6:
         raise BadRequest(f"page must be a whole number from 1, not {raw[:20]!r}")
     return int(raw)
 
@@ -238,12 +247,12 @@ class Pages:
         overview = self.db.overview()
         figures = self.db.epoch_figures(CHART_EPOCHS)
         warnings = self.db.warnings(limit=10)
-        top = self.db.device_rows(limit=DEVICES_PER_PAGE, which=DeviceFilter.ONLINE)
+        top = self.db.device_rows(limit=CAPACITY_SHOWN, which=DeviceFilter.ONLINE, by_capacity=True)
         return {
             "overview": overview,
             "health_order": list(Health),
             "warnings": warnings,
-            "capacity_rows": sorted(top.items, key=lambda r: -r.device.capacity_bytes)[:12],
+            "capacity_rows": top.items,
             "readings_per_minute": self.db.readings_per_minute(now),
             "streams": self.db.list_streams(limit=1, offset=0).total,
             "pass_chart": _chart(
@@ -409,6 +418,7 @@ def routes(hub: Hub) -> list[BaseRoute]:
     env = make_environment()
     pages = Pages(hub)
     refresh = hub.config.http.refresh
+    outage = threading.Event()
 
     def render(name: str, status: int, request: Request, context: dict[str, Any]) -> Response:
         now = time.time()
@@ -437,10 +447,17 @@ def routes(hub: Hub) -> list[BaseRoute]:
                 shown = "error_live.html" if live_only else "error.html"
                 return render(shown, status, request, {**context, "problem": str(exc)})
             except sa_exc.SQLAlchemyError as exc:
-                log.warning("dashboard: %s: the database did not answer: %s", request.url.path, exc)
-                problem = type(exc).__name__ + ": " + str(exc).splitlines()[0][:200]
+                # Logged once per outage, not once per open page per refresh. The page names
+                # the kind of failure only: its text has the database's address in it.
+                if not outage.is_set():
+                    outage.set()
+                    log.warning("dashboard: the database did not answer: %s", exc)
                 shown = "unavailable_live.html" if live_only else "unavailable.html"
+                problem = type(exc).__name__
                 return render(shown, 503, request, {**context, "problem": problem})
+            if outage.is_set():
+                outage.clear()
+                log.info("dashboard: the database answers again")
             return render(shown, 200, request, context)
 
         return endpoint

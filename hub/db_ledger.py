@@ -424,11 +424,14 @@ class LedgerStore(Store):
         limit: int = 100,
         offset: int = 0,
         which: db_views.DeviceFilter = db_views.DeviceFilter.ALL,
+        *,
+        by_capacity: bool = False,
     ) -> Page[db_views.DeviceRow]:
-        """Devices by name with their pass rate, rewards and warning (the device list)."""
+        """Devices by name (or capacity) with their pass rate, rewards and warning."""
         check_page(limit, offset)
         with self._read() as conn:
-            return db_views.device_rows(conn, limit, offset, db_views.DeviceFilter(which))
+            which = db_views.DeviceFilter(which)
+            return db_views.device_rows(conn, limit, offset, which, by_capacity=by_capacity)
 
     def epoch_figures(self, last: int = 50, upto: int | None = None) -> list[db_views.EpochFigures]:
         """The newest ``last`` epochs' (up to ``upto``) proof and payment totals, oldest first."""

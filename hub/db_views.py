@@ -62,13 +62,20 @@ class DeviceRow:
 
 
 def device_rows(
-    conn: Connection, limit: int, offset: int, which: DeviceFilter = DeviceFilter.ALL
+    conn: Connection,
+    limit: int,
+    offset: int,
+    which: DeviceFilter = DeviceFilter.ALL,
+    *,
+    by_capacity: bool = False,
 ) -> Page[DeviceRow]:
-    """Devices by name (then node id) with their figures; revoked ones only when asked for."""
+    """Devices matching ``which`` (all: revoked ones too) with their figures, by name (then
+    node id) or, ``by_capacity``, largest capacity first."""
     where = _where(which)
     count = select(func.count()).select_from(devices)
     total = conn.execute(count if where is None else count.where(where)).scalar_one()
-    query = select(devices).order_by(devices.c.name, devices.c.node_id).limit(limit).offset(offset)
+    order = (devices.c.capacity_bytes.desc(),) if by_capacity else (devices.c.name,)
+    query = select(devices).order_by(*order, devices.c.node_id).limit(limit).offset(offset)
     found = [device_of(r) for r in conn.execute(query if where is None else query.where(where))]
     ids = [d.node_id for d in found]
     newest = conn.execute(select(func.max(epochs.c.epoch))).scalar_one()

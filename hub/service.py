@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import exc as sa_exc
+
 from edge_agent import fsutil
 from edge_agent.logs import NodeLog
 from edge_agent.tasks import BackgroundTasks
@@ -419,8 +421,16 @@ class Hub:
         length = self.config.epochs.length
         while True:
             started = time.time()
-            await self.run_epoch()
-            self.epochs_run.set()
+            try:
+                await self.run_epoch()
+            except sa_exc.SQLAlchemyError as exc:
+                # The database is away: try again at the next epoch rather than end the loop,
+                # and with it every later epoch. The unfinished epoch is closed then.
+                self._open = None
+                problem = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+                self.log.warning("epoch not finished: the database did not answer: %s", problem)
+            else:
+                self.epochs_run.set()
             await asyncio.sleep(max(0.0, started + length - time.time()))
 
     async def run_epoch(self) -> int:
@@ -430,6 +440,12 @@ class Hub:
         cfg = self.config.epochs
         started = time.time()
         newest = await asyncio.to_thread(db.current_epoch)  # open or closed
+        if newest is not None and newest.closed_at is None:
+            # An epoch the hub could not finish (it was stopped, or its database went away)
+            # is closed now, so the ledger has no gap: answers that never reached the hub
+            # count as missing, as they would have at its deadline.
+            await asyncio.to_thread(self._close_epoch, newest.epoch, newest.started)
+            self.log.warning("epoch %d closed late: the hub was interrupted", newest.epoch)
         number = newest.epoch + 1 if newest is not None else 1
         # Challenges carry whole seconds: round up, and record the deadline the devices got.
         deadline = math.ceil(started + cfg.answer_within)

@@ -1,0 +1,443 @@
+"""The dashboard at its edges, in a real browser: an empty hub, 500 devices, a database gone.
+
+Each test runs a real ``lichen hub run`` (embedded broker, dashboard on loopback, figures
+refreshed every second) and drives Debian's Chromium through Playwright. Waits are
+Playwright's auto-waiting ``expect`` assertions, never sleeps. Screenshots of every state go
+to ``out/screenshots`` for people to look at.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+
+from hub.db import Database, default_url
+from lichen.identity import Identity
+from lichen.rewards import Standing, State
+from tests.agents import HubProc, free_port
+from tests.browser.conftest import WIDTHS, screenshot
+from tests.pg import Cluster, pg_cluster, pg_database, pg_url  # noqa: F401  (fixtures)
+
+DEVICES = 500
+PER_PAGE = 50  # hub.dashboard.DEVICES_PER_PAGE
+GiB = 1 << 30
+NOW = time.time()
+POLL = 15_000  # ms an expect() may wait for a live part to change (refresh is 1 s)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def new_hub(tmp_path: Path, *extra: str) -> HubProc:
+    """An initialised hub on loopback, embedded broker, live parts refreshed every second."""
+    hub = HubProc(tmp_path / "hub", 0)
+    hub.init_hub("--mqtt-port", str(free_port()), *extra)
+    hub.configure("http", "bind", '"127.0.0.1"')
+    hub.configure("http", "refresh", "1")
+    hub.configure("mqtt", "bind", '"127.0.0.1"')
+    return hub
+
+
+def url(hub: HubProc, path: str) -> str:
+    return f"http://127.0.0.1:{hub.http_port}{path}"
+
+
+def fetch(hub: HubProc, path: str) -> tuple[int, bytes]:
+    """GET ``path``: the status and body, error statuses included."""
+    try:
+        with urllib.request.urlopen(url(hub, path), timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@contextmanager
+def viewport(browser: Browser, width: str) -> Iterator[BrowserContext]:
+    """A fresh browser context at one of conftest's WIDTHS."""
+    w, h = WIDTHS[width]
+    context = browser.new_context(viewport={"width": w, "height": h})
+    try:
+        yield context
+    finally:
+        context.close()
+
+
+def watch_errors(page: Page) -> list[str]:
+    """Uncaught exceptions and console errors of ``page``, as they happen."""
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+    page.on(
+        "console",
+        lambda msg: (
+            errors.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None
+        ),
+    )
+    return errors
+
+
+def wait_for_refresh(page: Page) -> None:
+    """Wait until htmx has fetched and swapped the live part at least once."""
+    live = page.locator("#live")
+    before = live.get_attribute("data-updated")
+    assert before is not None
+    expect(live).not_to_have_attribute("data-updated", before, timeout=POLL)
+
+
+def assert_fits(page: Page) -> None:
+    """The page does not scroll sideways (wide tables scroll inside their own region)."""
+    overflow = page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0, f"{page.url} is {overflow} px wider than the viewport"
+
+
+# -- 1. an empty hub ---------------------------------------------------------------------------
+
+EMPTY_PAGES = [
+    ("overview", "/", "#empty-title", "No devices yet"),
+    ("devices", "/devices", "section.empty h2", "No devices yet"),
+    ("health", "/health", "#groups-title + .empty-note", "No objects stored yet"),
+    ("ledger", "/ledger", "#chain", "No records yet"),
+    ("streams", "/streams", "section.empty h2", "No streams yet"),
+]
+
+
+def test_empty_hub(browser: Browser, tmp_path: Path) -> None:
+    hub = new_hub(tmp_path)
+    hub.start()
+    try:
+        for width in WIDTHS:
+            with viewport(browser, width) as context:
+                page = context.new_page()
+                errors = watch_errors(page)
+                for name, path, selector, text in EMPTY_PAGES:
+                    response = page.goto(url(hub, path))
+                    assert response is not None and response.status == 200, (path, response)
+                    expect(page.locator(selector)).to_contain_text(text)
+                    wait_for_refresh(page)  # a live swap too, not just the first render
+                    expect(page.locator(selector)).to_contain_text(text)
+                    if name == "overview":
+                        empty = page.locator("section.empty")
+                        expect(empty).to_contain_text("lichen hub token")
+                        expect(empty).to_contain_text("lichen agent join URL TOKEN")
+                        expect(page.locator("[data-figure=devices]")).to_have_text("0")
+                        expect(page.locator("#capacity-title + .empty-note")).to_be_visible()
+                        expect(page.locator("#warnings-title + .empty-note")).to_be_visible()
+                        # Epoch 1 is open but has challenged nobody: no chart of nothing.
+                        expect(page.locator("#proofs-title + .empty-note")).to_contain_text(
+                            "No proofs yet"
+                        )
+                        expect(page.locator("[data-chart]")).to_have_count(0)
+                    if name == "health":
+                        for state in ("full", "degraded", "at-risk", "unreadable"):
+                            expect(page.locator(f"[data-health={state}]")).to_have_text("0")
+                    if name == "ledger":
+                        # The epoch loop opens epoch 1 as soon as the hub starts, devices or
+                        # not: the ledger lists it (open) rather than its empty note.
+                        expect(page.locator("table.epochs tbody tr")).to_have_count(1)
+                        expect(page.locator("table.epochs tbody")).to_contain_text("open")
+                        expect(page.locator("[data-chart]")).to_have_count(0)
+                    assert_fits(page)
+                    screenshot(page, f"empty-{name}-{width}")
+                assert errors == [], errors
+        assert hub.running
+    finally:
+        hub.kill()
+
+
+# -- 2. 500 devices ----------------------------------------------------------------------------
+
+
+def seed_devices(data_dir: Path) -> dict[str, int]:
+    """Enroll DEVICES devices in the hub's SQLite database; how many are in each state."""
+    counts = {"online": 0, "offline": 0, "warned": 0}
+    with Database.open(default_url(data_dir)) as db:
+        db.upgrade()
+        for i in range(DEVICES):
+            identity = Identity(i.to_bytes(2, "big") + bytes(30))
+            kind = ("greenhouse", "shed", "kitchen", "attic", "barn")[i % 5]
+            name = f"{kind}-{i:03d}"
+            capacity = (1 + i % 7) * GiB // (1 + i % 3)
+            db.enroll_device(
+                identity.node_id, identity.public.public_key, name, capacity, NOW - 7 * 86400
+            )
+            online = i % 3 != 0
+            # Some offline devices left minutes ago, some two days ago (long past repair.after).
+            long_gone = not online and i % 2 == 1
+            seen = NOW - (2 * 86400 if long_gone else (i % 11) * 60)
+            used = capacity * (i % 10) // 10
+            db.update_presence(
+                identity.node_id,
+                online=True,
+                now=seen,
+                capacity_bytes=capacity,
+                used_bytes=used,
+                address=f"10.0.{i // 250}.{i % 250 + 1}:5683",
+            )
+            if not online:
+                db.update_presence(identity.node_id, online=False, now=seen + 60)
+            if i % 50 == 7:
+                db.set_standing(identity.node_id, Standing(State.WARNED, 1))
+                counts["warned"] += 1
+            counts["online" if online else "offline"] += 1
+    return counts
+
+
+def count_text(first: int, last: int, total: int) -> str:
+    return f"{first}–{last} of {total} devices"
+
+
+def test_many_devices(browser: Browser, tmp_path: Path) -> None:
+    hub = new_hub(tmp_path)
+    counts = seed_devices(hub.data_dir)
+    hub.start()
+    try:
+        api_total = hub.api("/api/devices?limit=1")["total"]
+        api_offline = hub.api("/api/devices?show=offline&limit=1")["total"]
+        api_online = hub.api("/api/devices?show=online&limit=1")["total"]
+        assert api_total == DEVICES
+        # The hub changes no presence on start: what was seeded is what it shows.
+        assert (api_online, api_offline) == (counts["online"], counts["offline"])
+
+        timings = []
+        for _ in range(10):
+            started = time.perf_counter()
+            status, body = fetch(hub, "/devices")
+            timings.append(time.perf_counter() - started)
+            assert status == 200 and count_text(1, 50, DEVICES).encode() in body
+        print(
+            f"\n/devices with {DEVICES} devices: median {statistics.median(timings) * 1000:.1f} ms,"
+            f" max {max(timings) * 1000:.1f} ms over {len(timings)} GETs"
+            f" (page 10: {_time(hub, '/devices?page=10') * 1000:.1f} ms,"
+            f" overview: {_time(hub, '/') * 1000:.1f} ms)"
+        )
+
+        for width in WIDTHS:
+            with viewport(browser, width) as context:
+                page = context.new_page()
+                errors = watch_errors(page)
+                rows = page.locator("table.devices tbody tr")
+                pager = page.locator("nav.pager").first
+
+                response = page.goto(url(hub, "/devices"))
+                assert response is not None and response.status == 200
+                expect(pager.locator(".count")).to_have_text(count_text(1, 50, DEVICES))
+                expect(rows).to_have_count(PER_PAGE)
+                expect(pager).to_contain_text("Page 1 of 10")
+                expect(rows.first.locator("th a")).to_have_text("attic-003")
+                assert_fits(page)
+                screenshot(page, f"many-devices-{width}")
+                # attic-003 went away two days ago: still listed, offline, seen "2 days ago".
+                expect(rows.first.locator(".state")).to_contain_text("offline")
+                expect(rows.first).to_contain_text("2 days ago")
+
+                pager.get_by_role("link", name="Next").click()
+                expect(page).to_have_url(re.compile(r"/devices\?page=2$"))
+                expect(pager.locator(".count")).to_have_text(count_text(51, 100, DEVICES))
+                expect(rows).to_have_count(PER_PAGE)
+
+                pager.get_by_role("link", name="Last").click()
+                expect(page).to_have_url(re.compile(r"/devices\?page=10$"))
+                expect(pager.locator(".count")).to_have_text(count_text(451, 500, DEVICES))
+                expect(rows).to_have_count(PER_PAGE)
+                wait_for_refresh(page)  # the live part polls its own page, not page 1
+                expect(pager.locator(".count")).to_have_text(count_text(451, 500, DEVICES))
+
+                page.goto(url(hub, "/devices"))
+                page.get_by_role("navigation", name="Show devices").get_by_role(
+                    "link", name="Offline"
+                ).click()
+                expect(page).to_have_url(re.compile(r"/devices\?show=offline$"))
+                expect(pager.locator(".count")).to_have_text(count_text(1, 50, api_offline))
+                expect(page.locator("tr[data-online=true]")).to_have_count(0)
+                pager.get_by_role("link", name="Last").click()
+                pages = -(-api_offline // PER_PAGE)
+                expect(page).to_have_url(re.compile(rf"/devices\?show=offline&page={pages}$"))
+                first = (pages - 1) * PER_PAGE + 1
+                expect(pager.locator(".count")).to_have_text(
+                    count_text(first, api_offline, api_offline)
+                )
+                expect(rows).to_have_count(api_offline - first + 1)
+
+                response = page.goto(url(hub, "/devices?show=warned"))
+                assert response is not None and response.status == 200
+                expect(pager.locator(".count")).to_have_text(
+                    count_text(1, counts["warned"], counts["warned"])
+                )
+
+                page.goto(url(hub, "/devices"))
+                rows.first.locator("th a").click()
+                expect(page.locator("h1")).to_have_text("attic-003")
+                expect(page.locator("#device-state")).to_contain_text("offline")
+                expect(page.locator("#proof-title + .empty-note")).to_contain_text(
+                    "Not challenged yet"
+                )
+                assert_fits(page)
+
+                response = page.goto(url(hub, "/devices?page=11"))
+                assert response is not None and response.status == 404
+                expect(page.get_by_role("alert")).to_contain_text(
+                    "there is no page 11: the list has 10"
+                )
+                response = page.goto(url(hub, "/devices?page=abc"))
+                assert response is not None and response.status == 400
+                expect(page.get_by_role("alert")).to_contain_text(
+                    "page must be a whole number from 1, not 'abc'"
+                )
+                response = page.goto(url(hub, "/devices?show=lost"))
+                assert response is not None and response.status == 400
+                expect(page.get_by_role("alert")).to_contain_text("show must be one of")
+
+                response = page.goto(url(hub, "/"))
+                assert response is not None and response.status == 200
+                expect(page.locator("[data-figure=devices]")).to_have_text(str(DEVICES))
+                expect(page.locator("[data-figure=online]")).to_have_text(str(counts["online"]))
+                expect(page.locator("#empty-title")).to_have_count(0)
+                expect(page.locator("table.bars tbody tr")).to_have_count(12)
+                assert_fits(page)
+                screenshot(page, f"many-overview-{width}")
+                # The error pages' own statuses show as console errors; nothing else may.
+                unexpected = [e for e in errors if "status of 40" not in e]
+                assert unexpected == [], unexpected
+        assert hub.running
+    finally:
+        hub.kill()
+
+
+def _time(hub: HubProc, path: str) -> float:
+    started = time.perf_counter()
+    status, _ = fetch(hub, path)
+    assert status == 200, path
+    return time.perf_counter() - started
+
+
+# -- 3. the database goes away and comes back ------------------------------------------------
+
+
+def set_connections(cluster: Cluster, name: str, *, allowed: bool) -> None:
+    """Let clients into database ``name``, or refuse them and end every session it has."""
+    if allowed:
+        cluster.run_sql("postgres", "ALTER DATABASE {} ALLOW_CONNECTIONS true", name=name)
+        return
+    assert re.fullmatch(r"\w+", name), name  # pasted into a string literal below
+    cluster.run_sql("postgres", "ALTER DATABASE {} ALLOW_CONNECTIONS false", name=name)
+    cluster.run_sql(
+        "postgres",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        f" WHERE datname = '{name}' AND pid <> pg_backend_pid()",
+    )
+
+
+def json_of(status_body: tuple[int, bytes]) -> tuple[int, Any]:
+    status, body = status_body
+    return status, json.loads(body)
+
+
+def test_database_unreachable(
+    browser: Browser,
+    tmp_path: Path,
+    pg_cluster: Cluster,  # noqa: F811
+    pg_url: str,  # noqa: F811
+) -> None:
+    name = pg_url.rsplit("/", 1)[1]
+    hub = new_hub(tmp_path, "--database", pg_url)
+    hub.start()
+    contexts: list[BrowserContext] = []
+    try:
+        pages: dict[str, Page] = {}
+        for width in WIDTHS:
+            w, h = WIDTHS[width]
+            context = browser.new_context(viewport={"width": w, "height": h})
+            contexts.append(context)
+            page = context.new_page()
+            response = page.goto(url(hub, "/"))
+            assert response is not None and response.status == 200
+            expect(page.locator("[data-figure=devices]")).to_have_text("0")
+            page.evaluate("window.__marker = 1")
+            pages[width] = page
+
+        try:
+            set_connections(pg_cluster, name, allowed=False)
+            for width, page in pages.items():
+                banner = page.locator("#unavailable")
+                expect(banner).to_be_visible(timeout=POLL)
+                expect(banner).to_contain_text("The database is not answering")
+                # The kind of failure only: the database's own message names its address.
+                expect(banner).to_contain_text("OperationalError")
+                expect(banner).not_to_contain_text("accepting connections")
+                expect(page.locator("[data-figure=devices]")).to_have_count(0)
+                assert page.evaluate("window.__marker") == 1, "the page was reloaded"
+                wait_for_refresh(page)  # and it keeps polling
+                assert_fits(page)
+                screenshot(page, f"db-down-{width}")
+
+            fresh = contexts[0].new_page()
+            response = fresh.goto(url(hub, "/devices"))
+            assert response is not None and response.status == 503
+            expect(fresh.locator("#unavailable")).to_contain_text("The database is not answering")
+            expect(fresh.locator("h1")).to_have_text("Devices")
+            fresh.close()
+
+            status, health = json_of(fetch(hub, "/healthz"))
+            assert status == 503 and health["database"] is False, health
+            status, overview = json_of(fetch(hub, "/api/overview"))
+            assert status == 503, overview
+            assert overview["error"].startswith("the database is not answering"), overview
+        finally:
+            set_connections(pg_cluster, name, allowed=True)
+
+        for page in pages.values():
+            expect(page.locator("#unavailable")).to_have_count(0, timeout=POLL)
+            expect(page.locator("[data-figure=devices]")).to_have_text("0")
+            assert page.evaluate("window.__marker") == 1, "the page was reloaded"
+        status, health = json_of(fetch(hub, "/healthz"))
+        assert status == 200 and health["database"] is True, health
+        assert hub.running
+    finally:
+        for context in contexts:
+            context.close()
+        hub.kill()
+
+
+def test_epochs_resume_after_database_outage(
+    tmp_path: Path,
+    pg_cluster: Cluster,  # noqa: F811
+    pg_url: str,  # noqa: F811
+) -> None:
+    name = pg_url.rsplit("/", 1)[1]
+    hub = new_hub(tmp_path, "--database", pg_url)
+    # An epoch every 2 s, so the epoch loop meets the outage, not just the dashboard.
+    hub.configure("epochs", "length", "2.0")
+    hub.configure("epochs", "answer_within", "1.0")
+    hub.start()
+    try:
+        hub.wait_for(r"epoch \d+ closed")
+        down = hub.mark()
+        try:
+            set_connections(pg_cluster, name, allowed=False)
+            # Past the end of the epoch that was open when the database went away.
+            hub.wait_for(r"epoch not finished: the database did not answer", since=down, timeout=10)
+        finally:
+            set_connections(pg_cluster, name, allowed=True)
+        up = hub.mark()
+        assert hub.running
+        # Epochs go on; an epoch the outage interrupted midway (if it struck then) is closed
+        # late, so the ledger has no gap and still verifies.
+        hub.wait_for(r"epoch \d+ closed:", timeout=10, since=up)
+        hub.wait_for(r"epoch \d+ closed:", timeout=10, since=hub.mark())
+        assert "task failed" not in "".join(hub.lines[down:])
+        status, health = json_of(fetch(hub, "/healthz"))
+        assert status == 200, health
+        assert hub.api("/api/ledger/verify")["verified"]
+    finally:
+        hub.kill()
