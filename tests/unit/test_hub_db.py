@@ -5,10 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
-import os
-import shutil
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, inspect, select
 
 from hub import db_schema
-from hub.db import DB_FILE, MIGRATIONS, Database, default_url
+from hub.db import MIGRATIONS, Database, default_url
 from hub.db_base import MAX_PAGE
 from hub.db_records import ObjectRecord, ParkedReceipt, PlacementRecord
 from hub.db_reports import Health, health_of
@@ -71,41 +68,6 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return default_url(tmp_path)
     return str(request.getfixturevalue("pg_url"))
-
-
-@pytest.fixture(scope="module")
-def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A migrated SQLite file that each test copies (quicker than migrating each time)."""
-    path = tmp_path_factory.mktemp("template")
-    with Database.open(default_url(path)) as database:
-        database.upgrade()
-    assert not (path / f"{DB_FILE}-wal").exists()  # closing checkpointed everything
-    return path / DB_FILE
-
-
-@pytest.fixture(scope="module")
-def pg_migrated(request: pytest.FixtureRequest) -> str:
-    """A migrated PostgreSQL database that each test empties first."""
-    cluster: Cluster = request.getfixturevalue("pg_cluster")
-    url = cluster.create_database(f"hub_db_{os.getpid()}")
-    with Database.open(url) as database:
-        database.upgrade()
-    return url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """An empty, migrated database of each kind."""
-    if request.param == "sqlite":
-        shutil.copyfile(request.getfixturevalue("sqlite_template"), tmp_path / DB_FILE)
-        database = Database.open(default_url(tmp_path))
-    else:
-        database = Database.open(request.getfixturevalue("pg_migrated"))
-        with database.engine.begin() as conn:
-            for table in reversed(db_schema.metadata.sorted_tables):
-                conn.execute(table.delete())  # on tiny tables far quicker than TRUNCATE
-    yield database
-    database.close()
 
 
 def ident(i: int) -> Identity:

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
-from hub import db_schema
-from hub.db import DB_FILE, Database, default_url
+from hub.db import Database
 from hub.db_schema import readings, stream_counts, streams
 from hub.db_streams import (
     FUTURE_SLACK,
@@ -28,40 +23,6 @@ from tests.pg import Cluster, pg_cluster, pg_database, pg_url  # noqa: F401  (fi
 from tests.unit.test_hub_db import enroll, ident
 
 T0 = 1_700_000_000.0
-
-
-@pytest.fixture(scope="module")
-def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A migrated SQLite file that each test copies (quicker than migrating each time)."""
-    path = tmp_path_factory.mktemp("template")
-    with Database.open(default_url(path)) as database:
-        database.upgrade()
-    return path / DB_FILE
-
-
-@pytest.fixture(scope="module")
-def pg_migrated(request: pytest.FixtureRequest) -> str:
-    """A migrated PostgreSQL database that each test empties first."""
-    cluster: Cluster = request.getfixturevalue("pg_cluster")
-    url = cluster.create_database(f"hub_db_streams_{os.getpid()}")
-    with Database.open(url) as database:
-        database.upgrade()
-    return url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """An empty, migrated database of each kind (as in test_hub_db)."""
-    if request.param == "sqlite":
-        shutil.copyfile(request.getfixturevalue("sqlite_template"), tmp_path / DB_FILE)
-        database = Database.open(default_url(tmp_path))
-    else:
-        database = Database.open(request.getfixturevalue("pg_migrated"))
-        with database.engine.begin() as conn:
-            for table in reversed(db_schema.metadata.sorted_tables):
-                conn.execute(table.delete())
-    yield database
-    database.close()
 
 
 def reading(

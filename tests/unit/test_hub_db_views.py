@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import event, insert
 
-from hub import db_schema
-from hub.db import DB_FILE, Database, default_url
+from hub.db import Database
 from hub.db_base import MAX_PAGE
 from hub.db_schema import ChallengeOutcome, challenges, devices, epochs, rewards
 from hub.db_views import RECENT_EPOCHS, DeviceFilter, DeviceRow, EpochFigures
@@ -24,40 +19,6 @@ from tests.pg import Cluster, pg_cluster, pg_database, pg_url  # noqa: F401  (fi
 from tests.unit.test_hub_db import enroll, ident, make_object, result
 
 OK, BAD, GONE = Reason.OK, Reason.BAD_BLOCK, Reason.MISSING
-
-
-@pytest.fixture(scope="module")
-def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A migrated SQLite file that each test copies (quicker than migrating each time)."""
-    path = tmp_path_factory.mktemp("template")
-    with Database.open(default_url(path)) as database:
-        database.upgrade()
-    return path / DB_FILE
-
-
-@pytest.fixture(scope="module")
-def pg_migrated(request: pytest.FixtureRequest) -> str:
-    """A migrated PostgreSQL database that each test empties first."""
-    cluster: Cluster = request.getfixturevalue("pg_cluster")
-    url = cluster.create_database(f"hub_db_views_{os.getpid()}")
-    with Database.open(url) as database:
-        database.upgrade()
-    return url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """An empty, migrated database of each kind (as in test_hub_db)."""
-    if request.param == "sqlite":
-        shutil.copyfile(request.getfixturevalue("sqlite_template"), tmp_path / DB_FILE)
-        database = Database.open(default_url(tmp_path))
-    else:
-        database = Database.open(request.getfixturevalue("pg_migrated"))
-        with database.engine.begin() as conn:
-            for table in reversed(db_schema.metadata.sorted_tables):
-                conn.execute(table.delete())
-    yield database
-    database.close()
 
 
 # -- a small mesh with a known history -------------------------------------------------------
