@@ -43,7 +43,6 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +51,7 @@ from edge_agent import fsutil, repairer
 from edge_agent.coap_client import AgentClient
 from edge_agent.outbox import Outbox
 from edge_agent.store import ShardStore
-from edge_agent.streams import StreamSnapshot, StreamStore
+from edge_agent.streams import StreamStore
 from edge_agent.tasks import BackgroundTasks
 from hub.mqtt import Message, MqttClient, MqttError, Will, parse_broker_url, settings_for
 from lichen import audit, cbor, cose, hubmessages, proofs
@@ -67,21 +66,16 @@ from lichen.errors import (
 from lichen.hubmessages import (
     MAX_BATCH_MANIFESTS,
     MAX_BATCH_RECEIPTS,
-    MAX_REPORT_READINGS,
-    MAX_REPORT_READINGS_PER_STREAM,
-    MAX_REPORT_STREAMS,
     ChallengeMessage,
     Joined,
     RepairOrder,
-    ReportedReading,
     Status,
-    StreamFigures,
-    StreamReport,
     make_join,
     make_receipts,
 )
 from lichen.hubwire import Name, agent_subscriptions, open_from_hub, parse_topic, topic
 from lichen.identity import PUBLIC_KEY_SIZE, Identity, PublicIdentity
+from lichen.streamreport import stream_report
 
 HUB_KEY_FILE = "hub.key"
 OUTBOX_DIR = "hub"
@@ -167,40 +161,6 @@ class LinkStats:
     challenges_answered: int = 0
     repairs: int = 0
     stream_reports: int = 0
-
-
-def stream_report(
-    snapshots: Sequence[StreamSnapshot],
-    sent: Mapping[str, int],
-    *,
-    share: bool,
-    everything: bool,
-    now: float,
-) -> tuple[StreamReport, dict[str, int]] | None:
-    """The report to send, and each reported stream's count to remember as sent; None when
-    no stream changed since ``sent`` (stream -> count last acknowledged) and not
-    ``everything``.
-
-    It carries the most recently written streams (up to 64), and with ``share`` the numeric
-    readings numbered from the count sent on: the newest of them, 32 per stream when few
-    streams report, fewer when many do, so the report stays within 512.
-    """
-    if not snapshots or (not everything and all(sent.get(s.name) == s.readings for s in snapshots)):
-        return None
-    chosen = sorted(snapshots, key=lambda s: (-s.written, s.name))[:MAX_REPORT_STREAMS]
-    per = min(MAX_REPORT_READINGS_PER_STREAM, MAX_REPORT_READINGS // max(len(chosen), 1))
-    figures = []
-    for snap in sorted(chosen, key=lambda s: s.name):
-        since = sent.get(snap.name, 0)
-        fresh = [r for seq, r in snap.recent if seq >= since] if share else []
-        latest = tuple(
-            ReportedReading(r.time, r.name, float(r.value), r.unit or "")
-            for r in fresh[-per:]
-            if isinstance(r.value, float)
-        )
-        figures.append(StreamFigures(snap.name, snap.readings, snap.newest, latest))
-    report = StreamReport(int(now), tuple(figures))
-    return report, {f.name: f.readings for f in figures}
 
 
 class HubLink:

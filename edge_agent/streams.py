@@ -38,6 +38,7 @@ from lichen import cbor, senml, stream
 from lichen.errors import IntegrityError, LichenError, MalformedMessage, NotAuthorised
 from lichen.identity import Identity
 from lichen.messages import MAX_INDEX_PAGE, StreamIndexPage
+from lichen.streamreport import MAX_REPORT_READINGS_PER_STREAM, StreamSnapshot
 
 log = logging.getLogger("lichen.streams")
 
@@ -45,9 +46,8 @@ STREAMS_DIR = "streams"
 MAX_STREAMS = 256  # streams one agent keeps; a flood of names cannot exhaust the disk
 MAX_SEGMENT_FILE = 4096
 SEAL_RETRY = 10.0  # seconds before retrying a seal that found no room on the mesh
-# Newest numeric readings kept per stream for the hub's charts: what one stream report
-# carries at most (lichen.hubmessages.MAX_REPORT_READINGS_PER_STREAM).
-REPORT_BUFFER = 32
+# Newest numeric readings kept per stream for the hub's charts: what one report carries.
+REPORT_BUFFER = MAX_REPORT_READINGS_PER_STREAM
 _INDEX_LIMITS = cbor.Limits(max_size=MAX_SEGMENT_FILE, max_depth=4, max_items=16)
 
 Sealer = Callable[[str, bytes, int], Awaitable[bytes]]
@@ -77,23 +77,6 @@ class _Stream:
         default_factory=lambda: deque(maxlen=REPORT_BUFFER)
     )
     written: int = 0
-
-
-@dataclass(frozen=True)
-class StreamSnapshot:
-    """One stream's figures at one moment, for a report to the hub."""
-
-    name: str
-    readings: int
-    """Readings ever accepted: the stream's next reading number."""
-    newest: float | None
-    """Time of the newest reading (sealed or pending); None when there is none."""
-    written: int
-    """Store-wide order of the stream's last append: higher is more recent; 0: none since
-    the agent started."""
-    recent: tuple[tuple[int, senml.Record], ...]
-    """The newest numeric readings accepted since the agent started, with their numbers,
-    oldest first (at most :data:`REPORT_BUFFER`)."""
 
 
 def _encode_reading(seq: int, record: senml.Record, mark: bytes | None = None) -> bytes:

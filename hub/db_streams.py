@@ -1,6 +1,6 @@
 """The streams part of the hub's repository: what agents' stream reports say, for the dashboard.
 
-A stream report (:class:`lichen.hubmessages.StreamReport`) always carries each stream's count
+A stream report (:class:`lichen.streamreport.StreamReport`) always carries each stream's count
 of readings and the time of its newest; the reading values come only from agents whose
 operator shares them. Counts are sampled at each report's receive time (``stream_counts``), so
 readings per minute is the growth of a stream's count over a window of samples, whatever the
@@ -21,7 +21,7 @@ from hub.db_base import Store, check_node_id, check_page, insert_for
 from hub.db_records import Page
 from hub.db_schema import devices, readings, stream_counts, streams
 from lichen.errors import LocalProtocolError
-from lichen.hubmessages import StreamReport
+from lichen.streamreport import StreamReport
 
 log = logging.getLogger("lichen.hub")
 

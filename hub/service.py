@@ -33,7 +33,17 @@ from hub.db import Database, default_url
 from hub.db_records import ObjectRecord, ParkedReceipt, PlacementRecord
 from hub.db_schema import PlacementState
 from hub.mqtt import Message, MqttClient, settings_for
-from lichen import audit, cid, hubmessages, hubwire, ledger, proofs, repair, rewards
+from lichen import (
+    audit,
+    cid,
+    hubmessages,
+    hubwire,
+    ledger,
+    proofs,
+    repair,
+    rewards,
+    streamreport,
+)
 from lichen.errors import (
     BadMac,
     ConfigError,
@@ -268,7 +278,7 @@ class Hub:
 
     async def _on_streams(self, opened: hubwire.FromAgent, now: float) -> None:
         # open_from_agent has checked the signer is the enrolled, unrevoked device of the topic.
-        assert self.db is not None and isinstance(opened.message, hubmessages.StreamReport)
+        assert self.db is not None and isinstance(opened.message, streamreport.StreamReport)
         report = opened.message
         offered = sum(len(f.latest) for f in report.streams)
         stored = await asyncio.to_thread(self.db.record_stream_report, opened.node_id, report, now)

@@ -75,24 +75,6 @@ HMAC key. Formats (CDDL)::
       7 => uint,                   ; time, unix seconds
     }
 
-    stream-report = {              ; QoS 1, not retained
-      0 => 1, 1 => 21,             ; envelope: v, kind STREAM_REPORT
-      2 => uint,                   ; time, unix seconds
-      3 => [* stream-figures],     ; at most 64, distinct names
-    }
-    stream-figures = [
-      tstr,                        ; stream name (lichen.stream.check_stream_name)
-      uint,                        ; readings ever accepted on the stream
-      number / null,               ; time of the newest reading, unix seconds; null: none yet
-      [* reported-reading],        ; accepted since the previous report, newest last; at most
-    ]                              ; 32 per stream and 512 per report; [] unless shared
-    reported-reading = [
-      number,                      ; time, unix seconds
-      tstr,                        ; SenML full name (RFC 8428 section 4.5.1), <= 255 chars
-      number,                      ; the numeric value (v), finite
-      tstr,                        ; unit, "" when none, at most 64 characters
-    ]
-
 The proof and the challenge have no map here: the proof is :func:`lichen.proofs.answer`'s
 COSE_Sign1 as is (it already names holder, epoch and nonce), the challenge is what
 :mod:`lichen.audit` signs; :class:`ProofMessage` and :class:`ChallengeMessage` carry them.
@@ -103,13 +85,21 @@ from __future__ import annotations
 import base64
 import hmac
 import ipaddress
-import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from lichen import cbor, cid, cose, senml, shard, stream, wire
+from lichen import cid, cose, shard, wire
 from lichen.errors import BadMac, BadSignature, IntegrityError, LocalProtocolError, MalformedMessage
+from lichen.fieldcheck import (
+    is_bytes,
+    is_text,
+    is_uint,
+    local_check,
+    no_tag_limits,
+    remote_build,
+    require,
+)
 from lichen.identity import (
     NODE_ID_SIZE,
     PUBLIC_KEY_SIZE,
@@ -144,31 +134,12 @@ MAX_REPAIR_SIZE = 512 * 1024
 MAX_REPAIRED_SIZE = 16 * 1024
 
 
-# Stream reports (agent -> hub, for the dashboard). An agent keeps up to 256 streams
-# (edge_agent.streams.MAX_STREAMS): a report carries the most recently written 64, and of the
-# readings since the last report at most 32 per stream and 512 in all, which a report every
-# minute or so keeps a chart current without letting one agent flood the hub's tables.
-MAX_REPORT_STREAMS = 64
-MAX_REPORT_READINGS_PER_STREAM = 32
-MAX_REPORT_READINGS = 512
-# 512 readings of at most 9 + 258 + 9 + 66 bytes, 64 streams of at most 100 bytes and the
-# COSE wrapper come to under 190 KiB: every report within the counts fits.
-MAX_STREAMS_SIZE = 256 * 1024
-
-
-def _limits(size: int, depth: int, items: int) -> cbor.Limits:
-    # None of these payloads holds a CBOR tag: signed items inside are opaque byte strings.
-    return cbor.Limits(max_size=size, max_depth=depth, max_items=items, allowed_tags=frozenset())
-
-
-SMALL_LIMITS = _limits(SMALL_SIZE, 2, 32)
-RECEIPTS_LIMITS = _limits(
+SMALL_LIMITS = no_tag_limits(SMALL_SIZE, 2, 32)
+RECEIPTS_LIMITS = no_tag_limits(
     MAX_RECEIPTS_SIZE, 4, 16 + MAX_BATCH_RECEIPTS + MAX_BATCH_MANIFESTS * (3 + shard.MAX_SHARDS)
 )
-REPAIR_LIMITS = _limits(MAX_REPAIR_SIZE, 4, 32 + shard.MAX_SHARDS * 7 + MAX_SOURCES * 6)
-REPAIRED_LIMITS = _limits(MAX_REPAIRED_SIZE, 3, 32 + shard.MAX_SHARDS * 5)
-# map, streams, figures, readings, reading: 5 deep; 6 items per figures, 5 per reading.
-STREAMS_LIMITS = _limits(MAX_STREAMS_SIZE, 5, 16 + MAX_REPORT_STREAMS * 6 + MAX_REPORT_READINGS * 5)
+REPAIR_LIMITS = no_tag_limits(MAX_REPAIR_SIZE, 4, 32 + shard.MAX_SHARDS * 7 + MAX_SOURCES * 6)
+REPAIRED_LIMITS = no_tag_limits(MAX_REPAIRED_SIZE, 3, 32 + shard.MAX_SHARDS * 5)
 
 
 def _token_key(token: str) -> bytes:
@@ -196,23 +167,6 @@ def joined_mac(token: str, hub_key: bytes, node: bytes) -> bytes:
     return hmac.digest(_token_key(token), JOINED_LABEL + hub_key + node, "sha256")
 
 
-def _uint(value: object, limit: int = 2**64) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < limit
-
-
-def _bytes(value: object, size: int) -> bool:
-    return isinstance(value, bytes) and len(value) == size
-
-
-def _text(value: object, max_size: int) -> bool:
-    return isinstance(value, str) and len(value) <= max_size
-
-
-def _require(ok: bool, what: str) -> None:
-    if not ok:
-        raise MalformedMessage(what)
-
-
 def _check_host(host: object, *, allow_empty: bool) -> None:
     if not isinstance(host, str):
         raise MalformedMessage("a host is text")
@@ -222,22 +176,6 @@ def _check_host(host: object, *, allow_empty: bool) -> None:
         ipaddress.ip_address(host)
     except ValueError:
         raise MalformedMessage(f"host {host[:64]!r} is not an IP address") from None
-
-
-def _local(check: Callable[[], object]) -> None:
-    """Run a field check on locally built values: a failure is the caller's bug."""
-    try:
-        check()
-    except MalformedMessage as exc:
-        raise LocalProtocolError(str(exc)) from exc
-
-
-def _remote(build: Callable[[], T]) -> T:
-    """Build a message from decoded values: a failed check is the peer's fault."""
-    try:
-        return build()
-    except LocalProtocolError as exc:
-        raise MalformedMessage(str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -252,13 +190,13 @@ class Join:
     time: int
 
     def __post_init__(self) -> None:
-        _local(self._check)
+        local_check(self._check)
 
     def _check(self) -> None:
-        _require(_bytes(self.public_key, PUBLIC_KEY_SIZE), "join: the public key is 32 bytes")
-        _require(_text(self.name, MAX_NAME), f"join: a name is at most {MAX_NAME} characters")
-        _require(_uint(self.capacity) and _uint(self.time), "join: bad capacity or time")
-        _require(_bytes(self.mac, MAC_SIZE), "join: the MAC is 32 bytes")
+        require(is_bytes(self.public_key, PUBLIC_KEY_SIZE), "join: the public key is 32 bytes")
+        require(is_text(self.name, MAX_NAME), f"join: a name is at most {MAX_NAME} characters")
+        require(is_uint(self.capacity) and is_uint(self.time), "join: bad capacity or time")
+        require(is_bytes(self.mac, MAC_SIZE), "join: the MAC is 32 bytes")
 
     @property
     def node_id(self) -> str:
@@ -279,7 +217,7 @@ class Join:
     def from_payload(cls, payload: bytes) -> Join:
         """Decode an untrusted JOIN map; :class:`MalformedMessage`."""
         f = wire.decode(payload, wire.Kind.JOIN, SMALL_LIMITS)
-        join = _remote(
+        join = remote_build(
             lambda: cls(
                 f.bstr(2, size=PUBLIC_KEY_SIZE),
                 f.tstr(3, max_size=MAX_NAME),
@@ -313,15 +251,15 @@ class Joined:
     """HMAC-SHA256(token, "lichen-joined" || hub key || node id), see :func:`joined_mac`."""
 
     def __post_init__(self) -> None:
-        _local(self._check)
+        local_check(self._check)
 
     def _check(self) -> None:
-        _require(_bytes(self.node, NODE_ID_SIZE), "joined: the node id is 20 bytes")
-        _require(isinstance(self.accepted, bool), "joined: accepted is a boolean")
-        _require(_bytes(self.hub_key, PUBLIC_KEY_SIZE), "joined: the hub key is 32 bytes")
-        _require(_text(self.reason, MAX_REASON), "joined: the reason is too long")
-        _require(_uint(self.time), "joined: bad time")
-        _require(_bytes(self.mac, MAC_SIZE), "joined: the MAC is 32 bytes")
+        require(is_bytes(self.node, NODE_ID_SIZE), "joined: the node id is 20 bytes")
+        require(isinstance(self.accepted, bool), "joined: accepted is a boolean")
+        require(is_bytes(self.hub_key, PUBLIC_KEY_SIZE), "joined: the hub key is 32 bytes")
+        require(is_text(self.reason, MAX_REASON), "joined: the reason is too long")
+        require(is_uint(self.time), "joined: bad time")
+        require(is_bytes(self.mac, MAC_SIZE), "joined: the MAC is 32 bytes")
 
     @property
     def hub(self) -> PublicIdentity:
@@ -343,8 +281,8 @@ class Joined:
         """Decode an untrusted JOINED map; :class:`MalformedMessage`."""
         f = wire.decode(payload, wire.Kind.JOINED, SMALL_LIMITS)
         accepted = f.optional(3)
-        _require(isinstance(accepted, bool), "joined: accepted is a boolean")
-        joined = _remote(
+        require(isinstance(accepted, bool), "joined: accepted is a boolean")
+        joined = remote_build(
             lambda: cls(
                 f.bstr(2, size=NODE_ID_SIZE),
                 bool(accepted),
@@ -382,22 +320,24 @@ class Status:
     version: str = ""
 
     def __post_init__(self) -> None:
-        _local(self._check)
+        local_check(self._check)
 
     def _check(self) -> None:
-        _require(isinstance(self.online, bool), "status: online is a boolean")
-        _require(_uint(self.time), "status: bad time")
-        _require(_bytes(self.session, SESSION_SIZE), f"status: the session is {SESSION_SIZE} bytes")
-        _require(
-            _uint(self.capacity) and _uint(self.used) and _uint(self.shards),
+        require(isinstance(self.online, bool), "status: online is a boolean")
+        require(is_uint(self.time), "status: bad time")
+        require(
+            is_bytes(self.session, SESSION_SIZE), f"status: the session is {SESSION_SIZE} bytes"
+        )
+        require(
+            is_uint(self.capacity) and is_uint(self.used) and is_uint(self.shards),
             "status: bad capacity, used or shards",
         )
         _check_host(self.host, allow_empty=True)
-        _require(_uint(self.port, 65536), "status: bad port")
-        _require(_text(self.version, MAX_VERSION), "status: the version is too long")
+        require(is_uint(self.port, 65536), "status: bad port")
+        require(is_text(self.version, MAX_VERSION), "status: the version is too long")
         if not self.online:
             figures = (self.capacity, self.used, self.shards, self.host, self.port, self.version)
-            _require(figures == (0, 0, 0, "", 0, ""), "status: an offline status has no figures")
+            require(figures == (0, 0, 0, "", 0, ""), "status: an offline status has no figures")
 
     @classmethod
     def offline(cls, time: int, session: bytes) -> Status:
@@ -421,12 +361,12 @@ class Status:
         """Decode an untrusted PRESENCE map; :class:`MalformedMessage`."""
         f = wire.decode(payload, wire.Kind.PRESENCE, SMALL_LIMITS)
         online = f.optional(2)
-        _require(isinstance(online, bool), "status: online is a boolean")
+        require(isinstance(online, bool), "status: online is a boolean")
         time, session = f.uint(3), f.bstr(4, size=SESSION_SIZE)
         if not online:
             f.finish()
-            return _remote(lambda: cls.offline(time, session))
-        status = _remote(
+            return remote_build(lambda: cls.offline(time, session))
+        status = remote_build(
             lambda: cls(
                 True,
                 time,
@@ -506,12 +446,12 @@ def _open_batch(
 ) -> tuple[tuple[SignedReceipt, ...], tuple[ManifestUpload, ...]]:
     opened = []
     for signed in receipts:
-        _require(isinstance(signed, bytes), "receipt batch: a receipt is a byte string")
+        require(isinstance(signed, bytes), "receipt batch: a receipt is a byte string")
         assert isinstance(signed, bytes)
         opened.append(SignedReceipt(signed, open_receipt(signed, sender)))
     manifests = []
     for upload in uploads:
-        _require(
+        require(
             isinstance(upload, list | tuple)
             and len(upload) == 2
             and isinstance(upload[0], bytes)
@@ -520,11 +460,11 @@ def _open_batch(
         )
         assert isinstance(upload, list | tuple)
         signed, headers = upload
-        _require(len(headers) <= shard.MAX_SHARDS, "receipt batch: more than 256 headers")
+        require(len(headers) <= shard.MAX_SHARDS, "receipt batch: more than 256 headers")
         manifest = open_manifest(signed)
         if manifest.owner != sender.public_key:
             raise BadSignature(f"receipt batch: a manifest owned by another node than {sender}")
-        _require(len(headers) == manifest.n, f"upload: {len(headers)} headers for {manifest.n}")
+        require(len(headers) == manifest.n, f"upload: {len(headers)} headers for {manifest.n}")
         for index, header in enumerate(headers):
             check_header(manifest, index, header)
         manifests.append(ManifestUpload(signed, manifest, tuple(headers)))
@@ -607,12 +547,12 @@ class Endpoint:
     port: int
 
     def __post_init__(self) -> None:
-        _local(self._check)
+        local_check(self._check)
 
     def _check(self) -> None:
-        _require(_bytes(self.node, NODE_ID_SIZE), "endpoint: the node id is 20 bytes")
+        require(is_bytes(self.node, NODE_ID_SIZE), "endpoint: the node id is 20 bytes")
         _check_host(self.host, allow_empty=False)
-        _require(_uint(self.port, 65536) and self.port > 0, "endpoint: bad port")
+        require(is_uint(self.port, 65536) and self.port > 0, "endpoint: bad port")
 
     def to_list(self) -> list[Any]:
         """The endpoint as a CBOR array."""
@@ -623,7 +563,7 @@ class Endpoint:
         """An endpoint from an untrusted CBOR array; :class:`MalformedMessage`."""
         if not (isinstance(raw, list) and len(raw) == 3):
             raise MalformedMessage("endpoint: [node, host, port]")
-        return _remote(lambda: cls(raw[0], raw[1], raw[2]))
+        return remote_build(lambda: cls(raw[0], raw[1], raw[2]))
 
 
 @dataclass(frozen=True)
@@ -658,25 +598,25 @@ class RepairOrder:
     deadline: int
 
     def __post_init__(self) -> None:
-        _local(self._check_shape)
+        local_check(self._check_shape)
 
     def _check_shape(self) -> None:
-        _require(_uint(self.repair_id), "repair: bad repair id")
-        _require(_bytes(self.repairer, NODE_ID_SIZE), "repair: the repairer is a 20-byte id")
-        _require(isinstance(self.signed_manifest, bytes), "repair: the manifest is bytes")
-        _require(1 <= len(self.targets) <= shard.MAX_SHARDS, "repair: 1 to 256 targets")
-        _require(len(self.sources) <= MAX_SOURCES, f"repair: at most {MAX_SOURCES} sources")
-        _require(_uint(self.issued) and _uint(self.deadline), "repair: bad times")
+        require(is_uint(self.repair_id), "repair: bad repair id")
+        require(is_bytes(self.repairer, NODE_ID_SIZE), "repair: the repairer is a 20-byte id")
+        require(isinstance(self.signed_manifest, bytes), "repair: the manifest is bytes")
+        require(1 <= len(self.targets) <= shard.MAX_SHARDS, "repair: 1 to 256 targets")
+        require(len(self.sources) <= MAX_SOURCES, f"repair: at most {MAX_SOURCES} sources")
+        require(is_uint(self.issued) and is_uint(self.deadline), "repair: bad times")
         for t in self.targets:
-            _require(
-                isinstance(t, RepairTarget) and _uint(t.index, shard.MAX_SHARDS),
+            require(
+                isinstance(t, RepairTarget) and is_uint(t.index, shard.MAX_SHARDS),
                 "repair: a target is a RepairTarget with an index below 256",
             )
         indices = [t.index for t in self.targets]
-        _require(len(set(indices)) == len(indices), "repair: target indices repeat")
+        require(len(set(indices)) == len(indices), "repair: target indices repeat")
         for s in self.sources:
-            _require(
-                isinstance(s, RepairSource) and _uint(s.index, shard.MAX_SHARDS),
+            require(
+                isinstance(s, RepairSource) and is_uint(s.index, shard.MAX_SHARDS),
                 "repair: a source is a RepairSource with an index below 256",
             )
 
@@ -687,10 +627,10 @@ class RepairOrder:
         """
         manifest = open_manifest(self.signed_manifest)
         for t in self.targets:
-            _require(t.index < manifest.n, f"repair: target index {t.index} >= n")
+            require(t.index < manifest.n, f"repair: target index {t.index} >= n")
             check_header(manifest, t.index, t.signed_header)
         for s in self.sources:
-            _require(s.index < manifest.n, f"repair: source index {s.index} >= n")
+            require(s.index < manifest.n, f"repair: source index {s.index} >= n")
         return manifest
 
     def to_payload(self) -> bytes:
@@ -721,16 +661,16 @@ class RepairOrder:
         f = wire.decode(payload, wire.Kind.REPAIR_ORDER, REPAIR_LIMITS)
         targets = []
         for raw in f.array(5, max_len=shard.MAX_SHARDS):
-            _require(
+            require(
                 isinstance(raw, list) and len(raw) == 3 and isinstance(raw[1], bytes),
                 "repair: a target is [index, header, endpoint]",
             )
             targets.append(RepairTarget(raw[0], raw[1], Endpoint.from_list(raw[2])))
         sources = []
         for raw in f.array(6, max_len=MAX_SOURCES):
-            _require(isinstance(raw, list) and len(raw) == 2, "repair: a source is [index, ep]")
+            require(isinstance(raw, list) and len(raw) == 2, "repair: a source is [index, ep]")
             sources.append(RepairSource(raw[0], Endpoint.from_list(raw[1])))
-        order = _remote(
+        order = remote_build(
             lambda: cls(
                 f.uint(2),
                 f.bstr(3, size=NODE_ID_SIZE),
@@ -758,22 +698,22 @@ class Repaired:
     time: int
 
     def __post_init__(self) -> None:
-        _local(self._check)
+        local_check(self._check)
 
     def _check(self) -> None:
-        _require(_uint(self.repair_id) and _uint(self.time), "repaired: bad id or time")
+        require(is_uint(self.repair_id) and is_uint(self.time), "repaired: bad id or time")
         cid.check(self.object_cid)
-        _require(len(self.placed) + len(self.failed) <= shard.MAX_SHARDS, "repaired: too many")
+        require(len(self.placed) + len(self.failed) <= shard.MAX_SHARDS, "repaired: too many")
         for entry in self.placed:
-            _require(
+            require(
                 isinstance(entry, tuple)
                 and len(entry) == 2
-                and _uint(entry[0], shard.MAX_SHARDS)
-                and _bytes(entry[1], NODE_ID_SIZE),
+                and is_uint(entry[0], shard.MAX_SHARDS)
+                and is_bytes(entry[1], NODE_ID_SIZE),
                 "repaired: a placement is (index, 20-byte node id)",
             )
-        _require(all(_uint(i, shard.MAX_SHARDS) for i in self.failed), "repaired: bad index")
-        _require(_text(self.detail, MAX_REASON), "repaired: the detail is too long")
+        require(all(is_uint(i, shard.MAX_SHARDS) for i in self.failed), "repaired: bad index")
+        require(is_text(self.detail, MAX_REASON), "repaired: the detail is too long")
 
     def to_payload(self) -> bytes:
         """The CBOR map the repairer signs (kind REPAIRED)."""
@@ -795,11 +735,11 @@ class Repaired:
         f = wire.decode(payload, wire.Kind.REPAIRED, REPAIRED_LIMITS)
         placed = f.array(4, max_len=shard.MAX_SHARDS)
         failed = f.array(5, max_len=shard.MAX_SHARDS)
-        _require(
+        require(
             all(isinstance(p, list) and len(p) == 2 for p in placed),
             "repaired: a placement is [index, node id]",
         )
-        report = _remote(
+        report = remote_build(
             lambda: cls(
                 f.uint(2),
                 f.bstr(3, size=cid.BINARY_SIZE),
@@ -811,138 +751,3 @@ class Repaired:
         )
         f.finish()
         return report
-
-
-def _number(value: object) -> bool:
-    # CBOR numbers: an encoder may send a whole number as an int (RFC 8949 section 3.3).
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-@dataclass(frozen=True)
-class ReportedReading:
-    """One numeric reading as the agent stored it, for the hub's charts."""
-
-    time: float
-    name: str
-    """The SenML full name (base name + name), e.g. ``sensor1:temp``."""
-    value: float
-    unit: str = ""
-    """"" when the reading has none."""
-
-    def __post_init__(self) -> None:
-        _local(self._check)
-        object.__setattr__(self, "time", float(self.time))
-        object.__setattr__(self, "value", float(self.value))
-
-    def _check(self) -> None:
-        _require(_number(self.time) and _number(self.value), "reading: bad time or value")
-        _require(isinstance(self.unit, str), "reading: the unit is text")
-        try:  # the SenML rules for names and units (RFC 8428 section 4.5.1, 12.1)
-            senml.Record(self.name, float(self.time), float(self.value), self.unit or None)
-        except LocalProtocolError as exc:
-            raise MalformedMessage(f"reading: {exc}") from None
-
-    def to_list(self) -> list[Any]:
-        """The reading as a CBOR array."""
-        return [self.time, self.name, self.value, self.unit]
-
-    @classmethod
-    def from_list(cls, raw: object) -> ReportedReading:
-        """A reading from an untrusted CBOR array; :class:`MalformedMessage`."""
-        _require(isinstance(raw, list) and len(raw) == 4, "reading: [time, name, value, unit]")
-        assert isinstance(raw, list)
-        return _remote(lambda: cls(raw[0], raw[1], raw[2], raw[3]))
-
-
-@dataclass(frozen=True)
-class StreamFigures:
-    """One stream's count, newest reading time and (when shared) its readings since the last
-    report, newest last."""
-
-    name: str
-    readings: int
-    """Readings ever accepted on the stream: its next reading number."""
-    newest: float | None
-    latest: tuple[ReportedReading, ...] = ()
-
-    def __post_init__(self) -> None:
-        _local(self._check)
-        if self.newest is not None:
-            object.__setattr__(self, "newest", float(self.newest))
-
-    def _check(self) -> None:
-        stream.check_stream_name(self.name)
-        _require(_uint(self.readings), "stream figures: bad reading count")
-        _require(self.newest is None or _number(self.newest), "stream figures: bad newest time")
-        _require(
-            isinstance(self.latest, tuple)
-            and len(self.latest) <= MAX_REPORT_READINGS_PER_STREAM
-            and all(isinstance(r, ReportedReading) for r in self.latest),
-            f"stream figures: at most {MAX_REPORT_READINGS_PER_STREAM} ReportedReadings",
-        )
-
-    def to_list(self) -> list[Any]:
-        """The figures as a CBOR array."""
-        return [self.name, self.readings, self.newest, [r.to_list() for r in self.latest]]
-
-    @classmethod
-    def from_list(cls, raw: object) -> StreamFigures:
-        """Figures from an untrusted CBOR array; :class:`MalformedMessage`."""
-        _require(
-            isinstance(raw, list) and len(raw) == 4 and isinstance(raw[3], list),
-            "stream figures: [name, readings, newest, [readings]]",
-        )
-        assert isinstance(raw, list)
-        _require(len(raw[3]) <= MAX_REPORT_READINGS_PER_STREAM, "stream figures: too many")
-        latest = tuple(ReportedReading.from_list(r) for r in raw[3])
-        return _remote(lambda: cls(raw[0], raw[1], raw[2], latest))
-
-
-@dataclass(frozen=True)
-class StreamReport:
-    """An agent's stream figures for the hub's dashboard (agent -> hub). Counts always; reading
-    values only when the agent's operator shares them."""
-
-    time: int
-    streams: tuple[StreamFigures, ...]
-
-    def __post_init__(self) -> None:
-        _local(self._check)
-
-    def _check(self) -> None:
-        _require(_uint(self.time), "stream report: bad time")
-        _require(
-            isinstance(self.streams, tuple)
-            and len(self.streams) <= MAX_REPORT_STREAMS
-            and all(isinstance(f, StreamFigures) for f in self.streams),
-            f"stream report: at most {MAX_REPORT_STREAMS} StreamFigures",
-        )
-        names = [f.name for f in self.streams]
-        _require(len(set(names)) == len(names), "stream report: a stream is named twice")
-        total = sum(len(f.latest) for f in self.streams)
-        _require(
-            total <= MAX_REPORT_READINGS, f"stream report: over {MAX_REPORT_READINGS} readings"
-        )
-
-    def to_payload(self) -> bytes:
-        """The CBOR map the agent signs (kind STREAM_REPORT)."""
-        fields = {2: self.time, 3: [f.to_list() for f in self.streams]}
-        return wire.encode(wire.Kind.STREAM_REPORT, fields)
-
-    def sign(self, identity: Identity) -> bytes:
-        """The report as ``identity`` publishes it."""
-        signed = cose.sign1(self.to_payload(), identity)
-        if len(signed) > MAX_STREAMS_SIZE:  # cannot happen within the counts; checked anyway
-            raise LocalProtocolError(f"stream report exceeds {MAX_STREAMS_SIZE} bytes")
-        return signed
-
-    @classmethod
-    def from_payload(cls, payload: bytes) -> StreamReport:
-        """Decode an untrusted STREAM_REPORT map; :class:`MalformedMessage`."""
-        f = wire.decode(payload, wire.Kind.STREAM_REPORT, STREAMS_LIMITS)
-        time = f.uint(2)
-        figures = tuple(
-            StreamFigures.from_list(raw) for raw in f.array(3, max_len=MAX_REPORT_STREAMS)
-        )
-        f.finish()
-        return _remote(lambda: cls(time, figures))

@@ -44,7 +44,6 @@ from lichen.hubmessages import (
     MAX_RECEIPTS_SIZE,
     MAX_REPAIR_SIZE,
     MAX_REPAIRED_SIZE,
-    MAX_STREAMS_SIZE,
     SMALL_SIZE,
     ChallengeMessage,
     Join,
@@ -54,9 +53,9 @@ from lichen.hubmessages import (
     Repaired,
     RepairOrder,
     Status,
-    StreamReport,
 )
 from lichen.identity import NODE_ID_SIZE, PublicIdentity, format_node_id, parse_node_id
+from lichen.streamreport import MAX_STREAMS_SIZE, StreamReport
 
 TOPIC_PREFIX = "lichen/v1"
 HUB_INFO_TOPIC = f"{TOPIC_PREFIX}/hub/info"

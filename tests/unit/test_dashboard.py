@@ -38,10 +38,10 @@ from hub.db import DB_FILE, Database, default_url
 from hub.db_reports import Overview
 from hub.db_schema import readings, streams
 from lichen import ledger
-from lichen.hubmessages import ReportedReading, StreamFigures, StreamReport
 from lichen.identity import Identity
 from lichen.proofs import Reason
 from lichen.rewards import DeviceReward, Outcome, RewardPolicy, Standing, State, epoch_rewards
+from lichen.streamreport import ReportedReading, StreamFigures, StreamReport
 from tests.unit.test_hub_db import enroll, make_object, place, result
 from tests.unit.test_hub_db_views import bulk_mesh
 

@@ -18,7 +18,7 @@ from hub.db_streams import (
     Reading,
 )
 from lichen.errors import LocalProtocolError
-from lichen.hubmessages import ReportedReading, StreamFigures, StreamReport
+from lichen.streamreport import ReportedReading, StreamFigures, StreamReport
 from tests.pg import Cluster, pg_cluster, pg_database, pg_url  # noqa: F401  (fixtures)
 from tests.unit.test_hub_db import enroll, ident
 

@@ -19,7 +19,9 @@ from lichen.errors import (
     RemoteProtocolError,
     UnsupportedVersion,
 )
-from lichen.hubmessages import (
+from lichen.hubwire import KnownDevice, Name, open_from_agent, topic
+from lichen.identity import Identity
+from lichen.streamreport import (
     MAX_REPORT_READINGS,
     MAX_REPORT_READINGS_PER_STREAM,
     MAX_REPORT_STREAMS,
@@ -28,8 +30,6 @@ from lichen.hubmessages import (
     StreamFigures,
     StreamReport,
 )
-from lichen.hubwire import KnownDevice, Name, open_from_agent, topic
-from lichen.identity import Identity
 
 A = Identity(bytes(range(1, 33)))
 B = Identity(bytes(range(2, 34)))

@@ -1,5 +1,5 @@
 """What an agent reports to the hub about its streams: StreamStore snapshots and the report
-built from them (edge_agent.streams, edge_agent.hublink.stream_report)."""
+built from them (edge_agent.streams, lichen.streamreport.stream_report)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.hublink import stream_report
-from edge_agent.streams import REPORT_BUFFER, StreamSnapshot, StreamStore
+from edge_agent.streams import REPORT_BUFFER, StreamStore
 from lichen import cid, senml
-from lichen.hubmessages import (
+from lichen.identity import Identity
+from lichen.streamreport import (
     MAX_REPORT_READINGS,
     MAX_REPORT_READINGS_PER_STREAM,
     MAX_REPORT_STREAMS,
     ReportedReading,
     StreamReport,
+    StreamSnapshot,
+    stream_report,
 )
-from lichen.identity import Identity
 
 ME = Identity(bytes(range(32)))
 T0 = 1_700_000_000.0
