@@ -74,7 +74,7 @@ def agent_id(args: argparse.Namespace) -> int:
 def agent_join(args: argparse.Namespace) -> int:
     """``lichen agent join URL TOKEN``: set [hub] url and token in agent.toml (atomically)."""
     from edge_agent import hublink
-    from hub.mqtt import parse_broker_url
+    from edge_agent.mqtt import parse_broker_url
     from lichen import hubmessages
 
     data_dir: Path = args.data_dir

@@ -1,9 +1,9 @@
 """The agent's side of the hub control plane: enrollment, presence, receipts, proofs, repairs.
 
 :class:`HubLink` runs beside the CoAP server when ``[hub] url`` and ``token`` are set; without
-them the agent runs on its own. It speaks MQTT through :class:`hub.mqtt.MqttClient` (client id:
-the node id; a persistent session so QoS 1 messages wait for us across a network blip) and
-opens everything that arrives with :func:`lichen.hubwire.open_from_hub`:
+them the agent runs on its own. It speaks MQTT through :class:`edge_agent.mqtt.MqttClient`
+(client id: the node id; a persistent session so QoS 1 messages wait for us across a network
+blip) and opens everything that arrives with :func:`lichen.hubwire.open_from_hub`:
 
 - **join**: until the hub answers, a signed ``join`` (with the token's MAC, never the token)
   goes out, with backoff. An accepted ``joined`` that proves the hub knows the token (its MAC)
@@ -49,11 +49,11 @@ from pathlib import Path
 import lichen
 from edge_agent import fsutil, repairer
 from edge_agent.coap_client import AgentClient
+from edge_agent.mqtt import Message, MqttClient, MqttError, Will, parse_broker_url, settings_for
 from edge_agent.outbox import Outbox
 from edge_agent.store import ShardStore
 from edge_agent.streams import StreamStore
 from edge_agent.tasks import BackgroundTasks
-from hub.mqtt import Message, MqttClient, MqttError, Will, parse_broker_url, settings_for
 from lichen import audit, cbor, cose, hubmessages, proofs
 from lichen.errors import (
     BadMac,

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent import tomlconfig
+from edge_agent.mqtt import parse_broker_url
 from edge_agent.tomlconfig import setting
-from hub.mqtt import parse_broker_url
 from lichen.errors import ConfigError
 
 CONFIG_FILE = "hub.toml"

@@ -25,6 +25,7 @@ from sqlalchemy import exc as sa_exc
 
 from edge_agent import fsutil
 from edge_agent.logs import NodeLog
+from edge_agent.mqtt import Message, MqttClient, settings_for
 from edge_agent.tasks import BackgroundTasks
 from hub import metrics as hub_metrics
 from hub.broker import EmbeddedBroker
@@ -32,7 +33,6 @@ from hub.config import HubConfig
 from hub.db import Database, default_url
 from hub.db_records import ObjectRecord, ParkedReceipt, PlacementRecord
 from hub.db_schema import PlacementState
-from hub.mqtt import Message, MqttClient, settings_for
 from lichen import (
     audit,
     cid,

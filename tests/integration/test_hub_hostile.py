@@ -34,11 +34,11 @@ import cbor2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from edge_agent.mqtt import Message, MqttClient, settings_for
 from hub import config as hub_config
 from hub.db import Database
 from hub.db_records import RewardRecord
 from hub.db_schema import ChallengeOutcome, PlacementState
-from hub.mqtt import Message, MqttClient, settings_for
 from hub.service import LATE_GRACE, Hub
 from lichen import audit, cbor, cose, ledger, merkle, objects, proofs, shard, wire
 from lichen.hubmessages import Joined, Status, make_join, make_receipts

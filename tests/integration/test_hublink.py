@@ -1,6 +1,6 @@
 """The agent's hub link for real: agent processes, a real Mosquitto, and a hub in miniature.
 
-The hub side here is built from :mod:`hub.mqtt` and :mod:`lichen.hubwire` /
+The hub side here is built from :mod:`edge_agent.mqtt` and :mod:`lichen.hubwire` /
 :mod:`lichen.hubmessages` only (not the hub service): it enrolls joins made with its token,
 refuses the others, and records everything agents publish, so each test can check what an
 agent sends (joins, retained statuses, its last will, receipts and manifests, proofs, repair
@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from edge_agent.coap_client import AgentClient
-from hub.mqtt import Message, MqttClient, settings_for
+from edge_agent.mqtt import Message, MqttClient, settings_for
 from lichen import audit, cose, objects, proofs
 from lichen.errors import BadMac, Refused, RemoteProtocolError
 from lichen.hubmessages import (

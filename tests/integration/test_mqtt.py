@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from edge_agent.mqtt import Message, MqttClient, MqttError, Will, settings_for
 from hub.broker import EmbeddedBroker
-from hub.mqtt import Message, MqttClient, MqttError, Will, settings_for
 from lichen import audit, merkle, objects, proofs, shard
 from lichen.errors import BadSignature, ConfigError, Refused, RemoteProtocolError
 from lichen.hubmessages import (
