@@ -35,7 +35,7 @@ from edge_agent.streams import (
     StreamIndexResource,
     StreamStore,
 )
-from edge_agent.tasks import BackgroundTasks
+from edge_agent.tasks import BackgroundTasks, wait_event
 from lichen import cid, messages, placement
 from lichen.errors import ConfigError, LichenError
 from lichen.identity import Identity
@@ -49,6 +49,7 @@ OUTBOX_DIR = "hub"  # what the hub is owed (edge_agent.outbox)
 REFRESH_INTERVAL = 30.0  # seconds between checks that verified peers are still there
 STATIC_RETRY = 15.0  # seconds between hellos to static peers not yet verified
 SCRUB_BYTES_PER_TICK = 64 * 1024 * 1024  # bounded work per scrub pass, so serving stays quick
+STOP_TIMEOUT = 20.0  # seconds a clean stop may take before the process exits regardless
 
 log = logging.getLogger("lichen.agent")
 
@@ -280,8 +281,7 @@ class Agent:
     async def _sealer(self) -> None:
         assert self.streams is not None
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._seal_wakeup.wait(), timeout=1.0)
+            await wait_event(self._seal_wakeup, 1.0)
             self._seal_wakeup.clear()
             for name in self.streams.due():
                 try:
@@ -319,7 +319,11 @@ class Agent:
         try:
             await stop.wait()
         finally:
-            await self.stop()
+            try:
+                async with asyncio.timeout(STOP_TIMEOUT):
+                    await self.stop()
+            except TimeoutError:
+                self.log.error("did not stop within %.0f s; exiting anyway", STOP_TIMEOUT)
 
     # -- peers ---------------------------------------------------------------------------------
 

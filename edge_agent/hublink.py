@@ -53,7 +53,7 @@ from edge_agent.mqtt import Message, MqttClient, MqttError, Will, parse_broker_u
 from edge_agent.outbox import Outbox
 from edge_agent.store import ShardStore
 from edge_agent.streams import StreamStore
-from edge_agent.tasks import BackgroundTasks
+from edge_agent.tasks import BackgroundTasks, wait_event
 from lichen import audit, cbor, cose, hubmessages, proofs
 from lichen.errors import (
     BadMac,
@@ -312,9 +312,7 @@ class HubLink:
             with contextlib.suppress(MqttError, TimeoutError):
                 await self._client.publish(topic(self.node_id, Name.JOIN), join, timeout=delay)
                 self.stats.joins_sent += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._answered.wait(), delay)
-            if self._answered.is_set():
+            if await wait_event(self._answered, delay):
                 return
             unanswered += 1
             if unanswered == JOIN_PATIENCE:
@@ -488,8 +486,7 @@ class HubLink:
         assert self._client is not None
         last = -STATUS_MIN_GAP
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._status_wake.wait(), self.settings.status_interval)
+            await wait_event(self._status_wake, self.settings.status_interval)
             gap = STATUS_MIN_GAP - (time.monotonic() - last)
             if gap > 0:
                 await asyncio.sleep(gap)
@@ -522,8 +519,7 @@ class HubLink:
 
     async def _send_loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._send_wake.wait(), self.settings.status_interval)
+            await wait_event(self._send_wake, self.settings.status_interval)
             self._send_wake.clear()
             if not self.joined:
                 continue
@@ -567,8 +563,7 @@ class HubLink:
     async def _streams_loop(self) -> None:
         assert self._client is not None and self.streams is not None
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._streams_wake.wait(), self.settings.status_interval)
+            await wait_event(self._streams_wake, self.settings.status_interval)
             self._streams_wake.clear()
             if not self.joined or not self._client.connected:
                 continue

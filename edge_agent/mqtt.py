@@ -38,6 +38,7 @@ DEFAULT_PORT = 1883  # RFC-less but IANA-registered MQTT port
 DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024 + 4096
 # QoS 1 messages paho keeps while the broker is unreachable; beyond it publish() fails.
 DEFAULT_MAX_QUEUED = 10_000
+STOP_TIMEOUT = 5.0  # seconds a stop waits for paho's network thread before closing its socket
 
 
 @dataclass(frozen=True)
@@ -364,7 +365,7 @@ class MqttClient:
         self._closed = True
         if send_disconnect:
             self._client.disconnect()
-        await asyncio.to_thread(self._client.loop_stop)
+        await self._stop_network_thread()
         self._connected = False
         if self._publishes is not None and self._subscribes is not None:
             self._publishes.cancel_all()
@@ -375,6 +376,36 @@ class MqttClient:
             if asyncio.current_task() is not self._dispatcher:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._dispatcher
+
+    async def _stop_network_thread(self) -> None:
+        # paho's loop_stop joins its thread with no time limit, and the thread ends only once
+        # the queued messages are sent (a reconnect racing the DISCONNECT keeps it going). Join
+        # from a daemon thread of our own, so a stuck join can hold neither this stop nor the
+        # interpreter's exit; past STOP_TIMEOUT, close the socket under it and go on.
+        loop = asyncio.get_running_loop()
+        stopped = loop.create_future()
+
+        def joined() -> None:
+            if not stopped.done():
+                stopped.set_result(None)
+
+        def join() -> None:
+            self._client.loop_stop()
+            with contextlib.suppress(RuntimeError):  # the event loop may be gone by now
+                loop.call_soon_threadsafe(joined)
+
+        threading.Thread(target=join, name="mqtt-stop", daemon=True).start()
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT):
+                await stopped
+        except TimeoutError:
+            log.warning(
+                "mqtt %s: network thread still busy after %.0f s", self.client_id, STOP_TIMEOUT
+            )
+            sock = self._client.socket()
+            if isinstance(sock, socket.socket):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
     # --- paho's thread ------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ it stops by itself and prints a summary from the hub's records.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import re
@@ -29,6 +28,7 @@ from aiocoap import Code, Message
 
 from edge_agent.agent import free_port
 from edge_agent.config import with_hub
+from edge_agent.tasks import wait_event
 from hub import config as hub_config
 from hub.service import Hub, create_keys
 
@@ -163,8 +163,7 @@ async def _sensor(port: int, counts: dict[str, int], stop: asyncio.Event) -> Non
                 key = "unanswered"
             counts[key] = counts.get(key, 0) + 1
             step += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), SENSOR_PERIOD)
+            await wait_event(stop, SENSOR_PERIOD)
     finally:
         await context.shutdown()
 
@@ -216,8 +215,7 @@ async def run(agents: int, duration: float | None, data_dir: Path | None, http_p
         _say(f"  JSON API: http://127.0.0.1:{hub.http_port}/api/overview")
         _say(f"  data in {root}" + ("" if keep else " (removed at the end)"))
         _say("Press Ctrl-C to stop." if duration is None else f"Stopping in {duration:.0f} s.")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), duration)
+        await wait_event(stop, duration)
         stop.set()
         if sensor is not None:
             await sensor
