@@ -15,9 +15,9 @@ from edge_agent import fsutil
 from edge_agent.discovery import local_addresses
 from hub import config as config_mod
 from hub.db import Database, default_url
-from hub.service import Hub, create_keys, load_keys
+from hub.service import HUB_KEY_FILE, Hub, create_keys, load_keys
 from lichen import ledger
-from lichen.errors import ConfigError, IntegrityError
+from lichen.errors import ConfigError
 
 
 def _config_path(data_dir: Path) -> Path:
@@ -27,8 +27,8 @@ def _config_path(data_dir: Path) -> Path:
 def hub_init(args: argparse.Namespace) -> int:
     """``lichen hub init``: identity, join token and a commented config."""
     data_dir: Path = args.data_dir
-    if (data_dir / "hub.key").exists():
-        raise ConfigError(f"{data_dir} already holds a hub (hub.key); not overwriting it")
+    if (data_dir / HUB_KEY_FILE).exists():
+        raise ConfigError(f"{data_dir} already holds a hub ({HUB_KEY_FILE}); not overwriting it")
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     cfg = config_mod.HubConfig()
     if args.http_port is not None:
@@ -92,13 +92,12 @@ def hub_ledger_verify(args: argparse.Namespace) -> int:
     """``lichen hub ledger verify``: check every record's signature and the whole chain."""
     identity, _ = load_keys(args.data_dir)
     with _database(args.data_dir) as db:
-        records = [entry.record for entry in db.ledger()]
-    try:
-        summary = ledger.verify_ledger(records, identity.public)
-    except IntegrityError as exc:
-        print(f"ledger NOT verified: {exc}")
-        return 1
-    if not records:
+        try:
+            summary = ledger.verify_ledger((e.record for e in db.ledger()), identity.public)
+        except ledger.LedgerError as exc:
+            print(f"ledger NOT verified: {exc}")
+            return 1
+    if not summary.records:
         print("ledger verified: no epochs closed yet")
         return 0
     print(

@@ -34,7 +34,7 @@ from starlette.staticfiles import StaticFiles
 
 from hub.db import Database
 from hub.db_reports import Health
-from hub.db_views import DeviceFilter
+from hub.db_views import RECENT_EPOCHS, DeviceFilter
 from lichen import ledger
 from lichen.errors import IntegrityError
 
@@ -130,6 +130,8 @@ def format_number(value: float | int | None, digits: int = 0) -> str:
     """Thousands separated; None or NaN -> '–'."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
+    if isinstance(value, int) and not digits:
+        return f"{value:,}"  # not through a float: exact beyond 2**53
     return f"{value:,.{digits}f}"
 
 
@@ -201,8 +203,8 @@ class ChainCheck:
     """The outcome of verifying the whole ledger, and what it was verified at."""
 
     head: bytes | None
-    records: int
     summary: ledger.LedgerSummary | None
+    """None when the chain is broken."""
     problem: str
     at: float
 
@@ -228,12 +230,12 @@ class Pages:
             kept = self._chain
             if kept and kept.head == head and now - kept.at < LEDGER_RECHECK:
                 return kept
-            records = [entry.record for entry in self.db.ledger()]
+            records = (entry.record for entry in self.db.ledger())
             try:
                 summary = ledger.verify_ledger(records, self.hub.identity.public, head=head)
-                checked = ChainCheck(head, len(records), summary, "", now)
+                checked = ChainCheck(head, summary, "", now)
             except IntegrityError as exc:
-                checked = ChainCheck(head, len(records), None, str(exc), now)
+                checked = ChainCheck(head, None, str(exc), now)
             self._chain = checked
             return checked
 
@@ -254,7 +256,7 @@ class Pages:
             "warnings": warnings,
             "capacity_rows": top.items,
             "readings_per_minute": self.db.readings_per_minute(now),
-            "streams": self.db.list_streams(limit=1, offset=0).total,
+            "streams": self.db.stream_count(),
             "pass_chart": _chart(
                 [float(f.epoch) for f in figures],
                 [("pass rate", _pass_rates(figures))],
@@ -278,6 +280,7 @@ class Pages:
             raise NotFound(f"there is no page {page}: the list has {pager.pages}")
         top_reward = max((r.reward_total for r in rows.items), default=0)
         return {
+            "recent_epochs": RECENT_EPOCHS,
             "rows": rows.items,
             "pager": pager,
             "show": which,
@@ -314,7 +317,6 @@ class Pages:
     def health(self, request: Request) -> dict[str, Any]:
         return {
             "health": self.db.data_health(REPAIRS_SHOWN),
-            "overview": self.db.overview(),
             "health_order": list(Health),
         }
 
@@ -334,7 +336,7 @@ class Pages:
             "epochs": epochs.items,
             "figures": {e.epoch: by_epoch.get(e.epoch) for e in epochs.items},
             "pager": pager,
-            "records": chain.records,
+            "closed": chain.head is not None,
             "verified": chain.summary is not None,
             "problem": chain.problem,
             "summary": chain.summary,

@@ -29,6 +29,12 @@ class Page(Generic[T]):
     offset: int
 
 
+def pass_rate(passed: int, failed: int) -> float | None:
+    """The share of judged proof items proven; None when none was judged."""
+    judged = passed + failed
+    return passed / judged if judged else None
+
+
 @dataclass(frozen=True)
 class Device:
     """An enrolled device as the hub knows it."""
@@ -221,8 +227,7 @@ class ChallengeRecord:
     @property
     def pass_rate(self) -> float | None:
         """Share of items proven; None while no item was judged."""
-        judged = self.items_passed + self.items_failed
-        return self.items_passed / judged if judged else None
+        return pass_rate(self.items_passed, self.items_failed)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from sqlalchemy import (
     tuple_,
 )
 
-from hub.db_base import epoch_of
+from hub.db_base import epoch_of, standing_of
 from hub.db_records import (
     ChallengeRecord,
     Device,
@@ -35,6 +35,7 @@ from hub.db_records import (
     Page,
     Repair,
     RewardRecord,
+    pass_rate,
 )
 from hub.db_schema import (
     ChallengeOutcome,
@@ -118,8 +119,7 @@ class ProofRound:
     @property
     def pass_rate(self) -> float | None:
         """Share of judged items proven; None when none was judged."""
-        judged = self.items_passed + self.items_failed
-        return self.items_passed / judged if judged else None
+        return pass_rate(self.items_passed, self.items_failed)
 
 
 @dataclass(frozen=True)
@@ -313,8 +313,8 @@ def reward_rows(
             items_failed=r.items_failed,
             reward=r.reward,
             penalty=r.penalty,
-            before=Standing(State(r.before_state), r.before_failures),
-            after=Standing(State(r.after_state), r.after_failures),
+            before=standing_of(r.before_state, r.before_failures),
+            after=standing_of(r.after_state, r.after_failures),
             explanation=tuple(r.explanation),
         )
         for r in rows
@@ -461,7 +461,7 @@ def warnings_from(conn: Connection, rows: list[Row[Any]]) -> list[DeviceWarning]
         DeviceWarning(
             node_id=r.node_id,
             name=r.name,
-            standing=Standing(State(r.standing_state), r.standing_failures),
+            standing=standing_of(r.standing_state, r.standing_failures),
             last_failed_epoch=r.last_failed,
             reasons=reasons.get(r.node_id, ()),
         )

@@ -13,7 +13,7 @@ from enum import StrEnum
 from sqlalchemy import ColumnElement, Connection, func, select
 
 from hub.db_base import device_of
-from hub.db_records import Device, Page
+from hub.db_records import Device, Page, pass_rate
 from hub.db_reports import DeviceWarning, warning_select, warnings_from
 from hub.db_schema import ChallengeOutcome, challenges, devices, epochs, rewards
 from lichen.rewards import State
@@ -116,11 +116,12 @@ def device_rows(
     rows = []
     for device in found:
         proof, paid = proofs.get(device.node_id), money.get(device.node_id)
-        judged = int(proof.passed or 0) + int(proof.failed or 0) if proof else 0
         rows.append(
             DeviceRow(
                 device=device,
-                pass_rate=int(proof.passed or 0) / judged if proof and judged else None,
+                pass_rate=pass_rate(int(proof.passed or 0), int(proof.failed or 0))
+                if proof
+                else None,
                 rounds_missed=int(proof.missed or 0) if proof else 0,
                 reward_last=int(paid.last or 0) if paid else 0,
                 reward_total=int(paid.reward or 0) if paid else 0,
@@ -152,8 +153,7 @@ class EpochFigures:
     @property
     def pass_rate(self) -> float | None:
         """Share of judged items proven; None when none was judged."""
-        judged = self.items_passed + self.items_failed
-        return self.items_passed / judged if judged else None
+        return pass_rate(self.items_passed, self.items_failed)
 
 
 def epoch_figures(conn: Connection, last: int, upto: int | None = None) -> list[EpochFigures]:

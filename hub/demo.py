@@ -26,10 +26,11 @@ from pathlib import Path
 import aiocoap
 from aiocoap import Code, Message
 
+from edge_agent import config as agent_config
 from edge_agent.agent import free_port
-from edge_agent.config import with_hub
 from edge_agent.tasks import wait_event
 from hub import config as hub_config
+from hub.db import MAX_PAGE
 from hub.service import Hub, create_keys
 
 EPOCH_SECONDS = 10.0
@@ -92,19 +93,20 @@ async def _start_agent(agent: _Agent, peers: list[str], hub_url: str, token: str
         check=True,
     )
     agent.node_id = init.stdout.split()[2]
-    config = agent.data_dir / "agent.toml"
-    text = config.read_text().replace("port = 9464", "port = -1")
-    text = text.replace('bind = "0.0.0.0"', 'bind = "127.0.0.1"')
-    text = with_hub(text, hub_url, token)
+    path = agent.data_dir / "agent.toml"
+    config = agent_config.load(path)
     # A name per agent, so that the dashboard tells them apart (the default is the host name).
-    text = text.replace('name = ""', f'name = "demo-{agent.data_dir.name}"', 1)
-    # Seal readings into segments on the mesh every few seconds, so the demo shows them.
-    text = text.replace("segment_seconds = 300.0", "segment_seconds = 10.0")
-    # The hub's dashboard shows the demo sensor's readings (off by default: the operator's
-    # choice), and hears stream figures every few seconds rather than every minute.
-    text = text.replace("share_readings = false", "share_readings = true")
-    text = text.replace("status_interval = 60.0", f"status_interval = {STATUS_INTERVAL}")
-    config.write_text(text)
+    config = agent_config.replace(config, "agent", name=f"demo-{agent.data_dir.name}")
+    config = agent_config.replace(config, "coap", bind="127.0.0.1")
+    config = agent_config.replace(config, "metrics", port=-1)
+    # Seal readings into segments every few seconds, so the demo shows them on the mesh; the
+    # dashboard shows the demo sensor's readings (off by default: the operator's choice).
+    config = agent_config.replace(config, "streams", segment_seconds=10.0, share_readings=True)
+    # Stream figures every few seconds rather than every minute.
+    config = agent_config.replace(
+        config, "hub", url=hub_url, token=token, status_interval=STATUS_INTERVAL
+    )
+    path.write_text(agent_config.render_default(config))
     agent.proc = subprocess.Popen(
         _lichen("agent", "run", "--data-dir", str(agent.data_dir)),
         stdout=subprocess.DEVNULL,
@@ -243,14 +245,11 @@ async def _summary(hub: Hub, counts: dict[str, int], agents: int) -> None:
     assert hub.db is not None
     db = hub.db
     overview = await asyncio.to_thread(db.overview)
-    epochs = await asyncio.to_thread(db.list_epochs, 1000, 0)
-    closed = [e for e in epochs.items if e.closed]
-    passed = failed = paid = 0
-    for e in closed:
-        for r in await asyncio.to_thread(db.epoch_rewards, e.epoch):
-            passed += r.items_passed
-            failed += r.items_failed
-            paid += r.reward
+    figures = await asyncio.to_thread(db.epoch_figures, MAX_PAGE)
+    closed = [f for f in figures if f.closed_at is not None]
+    passed = sum(f.items_passed for f in closed)
+    failed = sum(f.items_failed for f in closed)
+    paid = sum(f.reward for f in closed)
     health = ", ".join(f"{k} {v}" for k, v in overview.objects_by_health.items() if v)
     _say("")
     _say("Summary")

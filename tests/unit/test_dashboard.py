@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import re
 import shutil
 from collections.abc import Iterator, MutableMapping
@@ -16,7 +17,7 @@ from urllib.parse import quote, unquote
 
 import pytest
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import insert
+from sqlalchemy import insert, select, update
 from starlette.applications import Starlette
 from starlette.requests import Request
 
@@ -36,7 +37,7 @@ from hub.dashboard import (
 )
 from hub.db import DB_FILE, Database, default_url
 from hub.db_reports import Overview
-from hub.db_schema import readings, streams
+from hub.db_schema import epochs, readings, streams
 from lichen import ledger
 from lichen.identity import Identity
 from lichen.proofs import Reason
@@ -379,14 +380,6 @@ def assert_live_part(answer: Answer) -> None:
 # -- databases ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def empty_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("empty")
-    with Database.open(default_url(path)) as database:
-        database.upgrade()
-    return path / DB_FILE
-
-
 @dataclass(frozen=True)
 class Seeded:
     evil: str
@@ -463,8 +456,8 @@ def seeded_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, See
 
 
 @pytest.fixture
-def empty_db(empty_template: Path, tmp_path: Path) -> Iterator[Database]:
-    shutil.copyfile(empty_template, tmp_path / DB_FILE)
+def empty_db(sqlite_template: Path, tmp_path: Path) -> Iterator[Database]:
+    shutil.copyfile(sqlite_template, tmp_path / DB_FILE)
     with Database.open(default_url(tmp_path)) as database:
         yield database
 
@@ -657,8 +650,10 @@ class SilentDatabase(Database):
         raise sa_exc.OperationalError("SELECT 1", {}, Exception("server closed the connection"))
 
 
-def test_a_failing_query_is_a_503_that_keeps_polling(empty_template: Path, tmp_path: Path) -> None:
-    shutil.copyfile(empty_template, tmp_path / DB_FILE)
+def test_a_failing_query_is_a_503_that_keeps_polling(
+    sqlite_template: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    shutil.copyfile(sqlite_template, tmp_path / DB_FILE)
     with SilentDatabase.open(default_url(tmp_path)) as db:
         assert isinstance(db, SilentDatabase)
         app = dashboard_app(db)
@@ -677,6 +672,47 @@ def test_a_failing_query_is_a_503_that_keeps_polling(empty_template: Path, tmp_p
         assert answer.headers["content-type"] == "application/json"
         body = json.loads(answer.body)
         assert body["error"].startswith("the database is not answering")
+        # The kind of failure only: a driver's message names the database's host and port.
+        assert "server closed" not in body["error"] and "server closed" not in page.text
+    # Logged once for the outage, not once per page and refresh.
+    said = [r.getMessage() for r in caplog.records if r.name == "lichen.hub.dashboard"]
+    assert len([m for m in said if "did not answer" in m]) == 1, said
+
+
+def test_the_end_of_an_outage_is_logged_once(
+    sqlite_template: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="lichen.hub.dashboard")
+    shutil.copyfile(sqlite_template, tmp_path / DB_FILE)
+    with SilentDatabase.open(default_url(tmp_path)) as db:
+        app = dashboard_app(db)
+        assert get(app, "/").status == 503
+        assert get(app, "/devices").status == 200
+        assert get(app, "/devices").status == 200
+    said = [r.getMessage() for r in caplog.records if r.name == "lichen.hub.dashboard"]
+    assert said == [said[0], "dashboard: the database answers again"], said
+
+
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=1001", "limit=abc", "offset=-1", "offset=1.5", "limit=1e3"]
+)
+def test_api_paging_refuses_bad_numbers(empty_db: Database, query: str) -> None:
+    answer = get(api.build_app(cast(Any, StubHub(empty_db))), f"/api/devices?{query}")
+    assert answer.status == 400, query
+    assert json.loads(answer.body)["error"]
+
+
+def test_a_tampered_ledger_is_shown_broken(seeded: tuple[Database, Seeded]) -> None:
+    db, _ = seeded
+    with db.engine.begin() as conn:
+        record = conn.execute(select(epochs.c.record).where(epochs.c.epoch == 1)).scalar_one()
+        altered = bytes(record[:-1]) + bytes([record[-1] ^ 1])  # one bit of the signature
+        conn.execute(update(epochs).where(epochs.c.epoch == 1).values(record=altered))
+    page = get(dashboard_app(db), "/ledger")
+    assert page.status == 200
+    assert "Chain broken" in page.text and "Chain verified" not in page.text
+    answer = json.loads(get(api.build_app(cast(Any, StubHub(db))), "/api/ledger/verify").body)
+    assert answer["verified"] is False and answer["first_bad_epoch"] == 1
 
 
 def test_a_lost_database_file_is_a_503_everywhere(seeded: tuple[Database, Seeded]) -> None:
