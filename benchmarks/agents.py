@@ -12,7 +12,8 @@ no metrics server; the harness of ``tests/agents.py``) and measures, with k of n
 - once, a CPU profile (per-thread CPU time, cProfile) of the largest put and get: of this
   process (the writer/reader) and of every agent (the holders), summed by where it goes.
   For this every agent runs in a wrapper (this script with ``--as-profiled-agent``) that
-  switches cProfile on at SIGUSR1 and writes it out at SIGUSR2; it is off while timing.
+  switches cProfile on at SIGUSR1 and writes it out at SIGUSR2; it is off while timing
+  (profiler and summary: ``benchmarks/profiling.py``).
 
 Every process and directory it makes is removed on exit (SIGTERM and Ctrl-C included);
 ``--budget`` bounds the run time: no run starts after it (those skipped say so). This
@@ -27,11 +28,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import cProfile
 import os
 import platform
 import pstats
-import re
 import resource
 import signal
 import statistics
@@ -45,121 +44,25 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the harness lives in tests/, which is not installed
     sys.path.insert(0, str(ROOT))
 
-from edge_agent import datapath, keys  # noqa: E402
+from benchmarks import core  # noqa: E402
+from benchmarks.profiling import ThreadProfiler, print_profile, profiled_agent  # noqa: E402
+from edge_agent import commands, datapath, keys  # noqa: E402
 from edge_agent.coap_client import AgentClient  # noqa: E402
-from lichen import objects  # noqa: E402
 from lichen.identity import Identity  # noqa: E402
 from lichen.messages import PeerInfo  # noqa: E402
 from tests.agents import LICHEN, AgentProc, free_port  # noqa: E402
 
-T = TypeVar("T")
 MiB = 1024 * 1024
 PROFILED_AGENT = "--as-profiled-agent"  # internal: run an agent under a switchable profiler
 COMMAND_TIMEOUT = 120.0  # seconds for one CLI command, a last resort
 SIGNAL_WAIT = 30.0  # seconds for an agent to act on SIGUSR1/SIGUSR2, a last resort
 STOP_WAIT = 10.0  # seconds for an agent to stop after SIGTERM before it is killed
-TOP = 14  # functions listed per profile
-
-
-# -- profiling ---------------------------------------------------------------------------------
-
-
-class ThreadProfiler:
-    """cProfile in per-thread CPU time over one thread and every ``asyncio.to_thread`` call
-    made while it is on (cProfile alone sees only the thread that enabled it)."""
-
-    def __init__(self) -> None:
-        self._reset()
-        self._original = asyncio.to_thread
-
-    def _reset(self) -> None:
-        self.main = cProfile.Profile(time.thread_time)
-        self.workers: list[cProfile.Profile] = []
-        self.on = False
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        self.on = True
-        self.main.enable()
-
-    def stop(self) -> tuple[pstats.Stats | None, pstats.Stats | None]:
-        """Switch off; return the stats of the enabling thread and of the worker threads."""
-        self.main.disable()
-        self.on = False
-        main, workers = _stats([self.main]), _stats(self.workers)
-        self._reset()
-        return main, workers
-
-    @contextlib.contextmanager
-    def patch_to_thread(self) -> Iterator[None]:
-        """Replace ``asyncio.to_thread`` with one that profiles the call while this is on."""
-        original = self._original
-
-        async def to_thread(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-            if not self.on:
-                return await original(func, *args, **kwargs)
-
-            def profiled() -> T:
-                profile = cProfile.Profile(time.thread_time)
-                with self._lock:
-                    self.workers.append(profile)
-                return profile.runcall(func, *args, **kwargs)
-
-            return await original(profiled)
-
-        asyncio.to_thread = to_thread
-        try:
-            yield
-        finally:
-            asyncio.to_thread = original
-
-
-def _stats(profiles: Sequence[cProfile.Profile]) -> pstats.Stats | None:
-    merged: pstats.Stats | None = None
-    for profile in profiles:
-        profile.create_stats()
-        if not profile.stats:
-            continue
-        if merged is None:
-            merged = pstats.Stats(profile)
-        else:
-            merged.add(profile)
-    return merged
-
-
-def profiled_agent(prefix: str, argv: list[str]) -> int:
-    """Run ``lichen ARGV``; SIGUSR1 starts profiling, SIGUSR2 writes PREFIX.<i>.{main,work}."""
-    profiler = ThreadProfiler()
-    dumps = 0
-
-    def dump(_signum: int, _frame: object) -> None:
-        nonlocal dumps
-        dumps += 1
-        for part, stats in zip(("main", "work"), profiler.stop(), strict=True):
-            target = Path(f"{prefix}.{dumps}.{part}")
-            if stats is not None:
-                stats.dump_stats(f"{target}.tmp")
-                os.replace(f"{target}.tmp", target)
-            else:
-                target.write_bytes(b"")
-        Path(f"{prefix}.{dumps}.done").write_bytes(b"")
-
-    def start(_signum: int, _frame: object) -> None:
-        profiler.start()
-        Path(f"{prefix}.{dumps + 1}.on").write_bytes(b"")
-
-    signal.signal(signal.SIGUSR1, start)
-    signal.signal(signal.SIGUSR2, dump)
-    from edge_agent import cli
-
-    with profiler.patch_to_thread():
-        return cli.main(argv)
 
 
 @dataclass
@@ -338,15 +241,6 @@ def started_mesh(base: Path, count: int, profile: bool) -> Iterator[list[BenchAg
             agent.kill()
 
 
-async def mesh_of(client: AgentClient, identity: Identity, port: int) -> list[PeerInfo]:
-    """The writer's agent and the peers it verified, as ``lichen put`` sees them."""
-    status = await client.get_status("127.0.0.1", port)
-    me = PeerInfo(
-        status.public_key, "127.0.0.1", port, status.domain, status.tags, status.free_bytes
-    )
-    return [me, *await client.get_peers("127.0.0.1", port)]
-
-
 # -- the benchmark -----------------------------------------------------------------------------
 
 
@@ -519,32 +413,14 @@ async def profile_op(
     return Profiled(what, seconds, mine_used, cpu, writer, holders), result
 
 
-def core_alone(w: Writer, data: bytes) -> tuple[float, float]:
-    """Seconds to encode ``data`` and to decode it from its data shards with the core alone
-    (no network), in this process: the part of a put or get that is not transfer."""
-    nonce, key = w.keyring.new_object_key()
-    start = time.perf_counter()
-    encoded = objects.encode_object(
-        data, key=key, nonce=nonce, k=w.k, n=w.n, owner=w.identity, expiry=2**31
-    )
-    encode = time.perf_counter() - start
-    manifest = objects.make_manifest(
-        encoded, [w.identity.kid] * w.n, owner=w.identity, created=0, label=None
-    )
-    fetched = {i: (s.signed_header, s.body) for i, s in enumerate(encoded.shards) if i < w.k}
-    start = time.perf_counter()
-    if objects.decode_object(manifest, fetched, key).plaintext != data:
-        raise RuntimeError("the core decoded other bytes than it encoded")
-    return encode, time.perf_counter() - start
-
-
 async def profile_runs(
     w: Writer, agents: list[BenchAgent], size: int
 ) -> tuple[tuple[float, float], list[Profiled]]:
     """The core alone on one ``size`` object, then its put and get profiled on every side."""
     profiler = ThreadProfiler()
     data = os.urandom(size)
-    alone = core_alone(w, data)
+    nonce, key = w.keyring.new_object_key()
+    alone = core.write_and_read(data, key, nonce, w.k, w.n, w.identity, 1, from_parity=False)
     with profiler.patch_to_thread():
         put, result = await profile_op("put", agents, lambda: w.put(data), profiler)
         object_cid = result.manifest.object_cid
@@ -555,75 +431,6 @@ async def profile_runs(
 
 
 # -- reporting ---------------------------------------------------------------------------------
-
-# Where CPU time goes, by the function that spent it (first match wins). Copies done by
-# ``bytes +=`` and slicing count as the self time of the Python function doing them.
-BUCKETS = [
-    ("erasure coding (zfec)", r"zfec|_fec\.|lichen/erasure\.py"),
-    ("seal/unseal (XChaCha20-Poly1305)", r"aead|lichen/seal\.py"),
-    ("Ed25519 sign/verify", r"crypto_sign|nacl/signing|lichen/cose\.py|lichen/identity\.py"),
-    ("hashing (Merkle, CID)", r"hashlib|_blake2|sha256|lichen/merkle\.py|lichen/cid\.py"),
-    ("CBOR encode/decode", r"cbor2|lichen/cbor\.py|lichen/wire\.py|lichen/messages\.py"),
-    ("aiocoap TCP framing (incl. spool)", r"aiocoap/transports/"),
-    ("aiocoap blockwise and messages", r"aiocoap/"),
-    ("disk (write, fsync, read)", r"posix\.|fsync|_io\.|edge_agent/fsutil|edge_agent/store"),
-    ("sockets and event loop", r"asyncio|selectors|_socket|socket\.py|epoll"),
-    ("other", r""),
-]
-# Functions whose self time is mostly copying whole payloads (named in the brief).
-WATCH = [
-    ("aiocoap tcp.py data_received (spool +=)", "aiocoap/transports/tcp.py", "data_received"),
-    ("aiocoap tcp.py _serialize (b''.join)", "aiocoap/transports/tcp.py", "_serialize"),
-    ("aiocoap _append_request_block (+=)", "aiocoap/message.py", "_append_request_block"),
-    ("aiocoap _append_response_block (+=)", "aiocoap/message.py", "_append_response_block"),
-    ("aiocoap _extract_block (slice)", "aiocoap/message.py", "_extract_block"),
-]
-
-
-def _where(key: tuple[str, int, str]) -> str:
-    filename, line, func = key
-    if filename == "~":
-        return func
-    for marker in ("site-packages/", str(ROOT) + "/", "/lib/python3"):
-        if marker in filename:
-            filename = filename.split(marker, 1)[1]
-            break
-    return f"{filename}:{line}:{func}"
-
-
-def _entries(stats: Sequence[pstats.Stats]) -> dict[str, float]:
-    """Self CPU seconds by function, summed over ``stats``."""
-    total: dict[str, float] = {}
-    for st in stats:
-        for key, value in st.stats.items():  # type: ignore[attr-defined]
-            where = _where(key)
-            total[where] = total.get(where, 0.0) + value[2]
-    return total
-
-
-def print_profile(title: str, stats: Sequence[pstats.Stats], cpu: float) -> None:
-    entries = _entries(stats)
-    profiled = sum(entries.values())
-    print(f"  {title}: {profiled:.2f} s CPU seen by the profiler ({cpu:.2f} s by the kernel)")
-    if not profiled:
-        return
-    buckets: dict[str, float] = {}
-    for where, seconds in entries.items():
-        label = next(label for label, rx in BUCKETS if re.search(rx, where))
-        buckets[label] = buckets.get(label, 0.0) + seconds
-    for label, seconds in sorted(buckets.items(), key=lambda kv: -kv[1]):
-        if seconds >= 0.005:
-            print(f"    {seconds:7.2f} s {100 * seconds / profiled:5.1f}%  {label}")
-    print("    top functions by self time:")
-    for where, seconds in sorted(entries.items(), key=lambda kv: -kv[1])[:TOP]:
-        print(f"    {seconds:7.2f} s {100 * seconds / profiled:5.1f}%  {where[:90]}")
-    watched = [
-        (label, sum(s for w, s in entries.items() if path in w and w.endswith(":" + func)))
-        for label, path, func in WATCH
-    ]
-    print("    payload copies in aiocoap (self time):")
-    for label, seconds in watched:
-        print(f"    {seconds:7.2f} s {100 * seconds / profiled:5.1f}%  {label}")
 
 
 def print_machine(s: Settings, agents: int) -> None:
@@ -680,12 +487,11 @@ class Results:
 async def measure_inprocess(
     agents: list[BenchAgent], s: Settings, budget: Budget, results: Results
 ) -> None:
-    writer = agents[0]
-    identity = keys.load_identity(writer.data_dir)
-    client = await AgentClient.create(identity)
-    try:
-        mesh = await mesh_of(client, identity, writer.port)
-        w = Writer(client, identity, keys.Keyring.load(writer.data_dir), mesh, s.k, s.n)
+    data_dir = agents[0].data_dir
+    async with commands.local_agent(data_dir) as local:
+        mesh = await commands.local_mesh(local)
+        keyring = keys.Keyring.load(data_dir)
+        w = Writer(local.client, local.identity, keyring, mesh, s.k, s.n)
         progress("in-process puts and gets")
         results.inproc = await inprocess_runs(w, s, budget)
         progress("small puts")
@@ -693,8 +499,6 @@ async def measure_inprocess(
         if s.profile and budget.left():
             progress("profile")
             results.core, results.profiles = await profile_runs(w, agents, max(s.sizes))
-    finally:
-        await client.close()
 
 
 def progress(what: str) -> None:

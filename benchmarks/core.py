@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from lichen import cid, cose, erasure, merkle, objects, proofs, seal, shard
+from lichen import audit, cid, cose, erasure, merkle, objects, proofs, seal, shard
 from lichen.identity import Identity
 
 T = TypeVar("T")
@@ -41,13 +41,41 @@ def line(what: str, seconds: float, size: int, note: str = "") -> None:
     print(f"  {what:<38} {rate:9.1f} MB/s   {seconds * 1000:8.1f} ms  {note}")
 
 
+def write_and_read(
+    data: bytes,
+    key: bytes,
+    nonce: bytes,
+    k: int,
+    n: int,
+    owner: Identity,
+    repeat: int,
+    from_parity: bool = True,
+) -> tuple[float, float]:
+    """Best seconds over ``repeat`` runs of ``encode_object`` and of ``decode_object`` from k
+    shards (the last k when ``from_parity``, else the data shards); RuntimeError if the bytes
+    read back differ."""
+    write, encoded = best(
+        repeat,
+        lambda: objects.encode_object(
+            data, key=key, nonce=nonce, k=k, n=n, owner=owner, expiry=2**31
+        ),
+    )
+    manifest = objects.make_manifest(encoded, [owner.kid] * n, owner=owner, created=0, label=None)
+    chosen = range(n - k, n) if from_parity else range(k)
+    fetched = {i: (encoded.shards[i].signed_header, encoded.shards[i].body) for i in chosen}
+    read, decoded = best(repeat, lambda: objects.decode_object(manifest, fetched, key))
+    if decoded.plaintext != data:
+        raise RuntimeError("the core decoded other bytes than it encoded")
+    return write, read
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mib", type=int, default=64, help="object size in MiB (default 64)")
     parser.add_argument("--k", type=int, default=4, help="data shards (default 4)")
     parser.add_argument("--n", type=int, default=10, help="total shards (default 10)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure, best kept")
-    parser.add_argument("--proof-items", type=int, default=proofs.sample_size(0.1, 0.99))
+    parser.add_argument("--proof-items", type=int, default=audit.DEFAULT_TARGET.shards_to_sample)
     args = parser.parse_args()
 
     size = args.mib * 1024 * 1024
@@ -80,25 +108,13 @@ def main() -> None:
     print(f"  {'COSE_Sign1 of a shard header':<38} {count / t:9.0f} /s")
 
     print("pipelines")
-    t, encoded = best(
-        args.repeat,
-        lambda: objects.encode_object(
-            data, key=key, nonce=nonce, k=args.k, n=args.n, owner=owner, expiry=2**31
-        ),
-    )
-    line("write: seal + code + hash + sign", t, size, f"({args.n} shards)")
-    manifest = objects.make_manifest(
-        encoded, [owner.kid] * args.n, owner=owner, created=0, label=None
-    )
-    fetched = {
-        i: (s.signed_header, s.body) for i, s in enumerate(encoded.shards) if i >= args.n - args.k
-    }
-    t, _ = best(args.repeat, lambda: objects.decode_object(manifest, fetched, key))
-    line("read: verify k shards + decode + unseal", t, size, "(parity shards)")
+    write, read = write_and_read(data, key, nonce, args.k, args.n, owner, args.repeat)
+    line("write: seal + code + hash + sign", write, size, f"({args.n} shards)")
+    line("read: verify k shards + decode + unseal", read, size, "(parity shards)")
 
     print("storage proofs")
     holder = Identity(os.urandom(32))
-    body = encoded.shards[0].body
+    body = pieces[0]  # a shard's body is one erasure piece
     tree = merkle.MerkleTree.from_body(body, shard.DEFAULT_BLOCK_SIZE)
     # Every challenged shard shares one body: verifying costs the same per item either way.
     held = [(cid.digest_to_cid(os.urandom(32)), 0, tree.leaf_count) for _ in range(200)]

@@ -4,10 +4,13 @@ Plans a challenge per device (:func:`lichen.audit.plan`), signs them, has every 
 (:func:`lichen.proofs.answer`; timed apart, as the devices do that work, not the hub), judges
 every answer (:func:`lichen.audit.judge_answer`), computes the rewards and writes and checks
 the ledger record. Prints the time of each step and the proof-checking rates: answers and
-blocks verified per second. Single-threaded. Every device holds ``--shards`` shards that
-share a few bodies, so the Merkle trees and bodies fit in memory at any scale, and answers
-are made and judged ``--batch`` devices at a time, so at most that many answers are held at
-once. Measures; asserts nothing beyond every honest answer passing.
+blocks verified per second. Single-threaded, and the core's work only: the hub's database
+(reading placements, recording challenges, verdicts and the record) is not included. The
+devices and their shards are the audit simulation's (:class:`sims.audit_sim.AuditSim`, all
+honest): each holds ``--shards`` shards whose bodies come from a small shared pool, so the
+Merkle trees and bodies fit in memory at any scale. Answers are made and judged ``--batch``
+devices at a time, so at most that many answers are held at once. Measures; asserts nothing
+beyond every honest answer passing.
 
     python benchmarks/hub_epoch.py [--devices 10000] [--shards 50] [--block-size 16384]
 """
@@ -17,15 +20,20 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import random
 import resource
+import sys
 import time
-from typing import Any
+from pathlib import Path
 
-from lichen import audit, cid, ledger, merkle, proofs, shard
-from lichen.audit import AuditTarget, Placement, Verdict
-from lichen.identity import Identity
-from lichen.rewards import RewardPolicy, epoch_rewards
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # sims/ is not installed
+    sys.path.insert(0, str(ROOT))
+
+from lichen import audit, ledger, proofs, shard  # noqa: E402
+from lichen.audit import AuditTarget, Verdict  # noqa: E402
+from lichen.identity import Identity  # noqa: E402
+from lichen.rewards import RewardPolicy, epoch_rewards  # noqa: E402
+from sims.audit_sim import AuditSim, SimConfig  # noqa: E402
 
 
 def main() -> None:
@@ -40,7 +48,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
 
-    rng = random.Random(args.seed)
     target = AuditTarget()
     piece_size = args.block_size * args.blocks
     print(
@@ -51,27 +58,28 @@ def main() -> None:
     )
 
     start = time.perf_counter()
-    bodies = [rng.randbytes(piece_size) for _ in range(args.bodies)]
-    trees = [merkle.MerkleTree.from_body(b, args.block_size) for b in bodies]
-    devices = [Identity(rng.randbytes(32)) for _ in range(args.devices)]
-    keys = {d.node_id: d.public for d in devices}
-    body_of: dict[tuple[bytes, int], int] = {}
-    placements: dict[str, list[Placement]] = {d.node_id: [] for d in devices}
-    objects = args.devices * args.shards // args.n
-    for i in range(objects):
-        object_cid = cid.of(i.to_bytes(8, "big"))
-        for j in range(args.n):
-            holder = devices[(i * args.n + j) % args.devices]
-            body = (i + j) % args.bodies
-            body_of[object_cid, j] = body
-            placements[holder.node_id].append(
-                Placement(object_cid, j, trees[body].root, args.block_size, piece_size)
-            )
+    sim = AuditSim(
+        SimConfig(
+            devices=args.devices,
+            shards_per_device=args.shards,
+            n=args.n,
+            cheaters=0,
+            block_size=args.block_size,
+            piece_size=piece_size,
+            bodies=args.bodies,
+            target=target,
+            repair=None,
+            keep_ledger=False,
+            seed=args.seed,
+        )
+    )
+    placements = sim.placements()
+    objects = len(sim.objects)
     print(f"  setup (keys, {objects * args.n:,} placements)  {time.perf_counter() - start:8.2f} s")
 
-    epoch, now = 1, 1_700_000_000
-    nonces = {node_id: rng.randbytes(32) for node_id in placements}
-    hub = Identity(rng.randbytes(32))
+    epoch, now = 1, int(sim.clock.now())
+    nonces = {node_id: sim.rng.randbytes(32) for node_id in placements}
+    hub = Identity(sim.rng.randbytes(32))
 
     start = time.perf_counter()
     challenges = audit.plan(epoch, placements, nonces, now + 60, target)
@@ -81,22 +89,17 @@ def main() -> None:
     sign_time = time.perf_counter() - start
     del signed
 
-    def reader(object_cid: bytes, index: int, block: int) -> Any:
-        body = body_of[object_cid, index]
-        return (
-            shard.block(bodies[body], args.block_size, block),
-            trees[body].inclusion_path(block),
-        )
-
     answer_time = judge_time = 0.0
     answer_bytes = 0
     verdicts: dict[str, Verdict] = {}
-    by_node = {d.node_id: d for d in devices}
     order = list(challenges)
     for at in range(0, len(order), args.batch):
         batch = order[at : at + args.batch]
         start = time.perf_counter()
-        answers = {n: proofs.answer(challenges[n], reader, by_node[n]) for n in batch}
+        answers = {
+            n: proofs.answer(challenges[n], sim.devices[n].read_block, sim.devices[n].identity)
+            for n in batch
+        }
         answer_time += time.perf_counter() - start
         answer_bytes += sum(len(a) for a in answers.values())
         start = time.perf_counter()
@@ -104,7 +107,7 @@ def main() -> None:
             verdicts[node_id] = audit.judge_answer(
                 challenges[node_id],
                 (answers[node_id], now + 30),
-                keys[node_id],
+                sim.keys[node_id],
                 placements[node_id],
             )
         judge_time += time.perf_counter() - start
@@ -130,7 +133,7 @@ def main() -> None:
 
     count = len(challenges)
     hub_time = plan_time + sign_time + judge_time + rewards_time + record_time
-    print("hub, per epoch")
+    print("hub, per epoch (the core's work: the database is not included)")
     print(f"  plan {count:,} challenges                {plan_time:8.2f} s")
     print(f"  sign {count:,} challenges                {sign_time:8.2f} s")
     print(

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import platform
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,11 +40,10 @@ if str(ROOT) not in sys.path:  # the harness lives in tests/, which is not insta
 import aiocoap  # noqa: E402
 from aiocoap import Code, Message  # noqa: E402
 
-from edge_agent.sensors import SensorRegistry  # noqa: E402
+from edge_agent.sensors import CT_COSE_MAC0, SensorRegistry  # noqa: E402
 from lichen import cose, senml  # noqa: E402
 from tests.agents import AgentProc, free_port  # noqa: E402
 
-CT_MAC0 = 17
 T0 = 1735689600
 BARE_SERVER = """
 import asyncio, sys, aiocoap, aiocoap.resource as resource
@@ -59,8 +59,8 @@ async def main():
 asyncio.run(main())
 """
 
-Payload = Callable[[int, int], bytes]
-"""(sensor index, message number from 1) -> request body."""
+Payload = Callable[[int], bytes]
+"""sensor index -> that sensor's next request body."""
 
 
 async def measure(uri: str, ct: int, payload: Payload, senders: int, seconds: float) -> int:
@@ -75,13 +75,11 @@ async def measure(uri: str, ct: int, payload: Payload, senders: int, seconds: fl
     ]
     done = 0
     deadline = time.monotonic() + seconds
-    numbers = [0] * senders
 
     async def sender(index: int) -> None:
         nonlocal done
         while time.monotonic() < deadline:
-            numbers[index] += 1
-            message = Message(code=Code.POST, uri=uri, payload=payload(index, numbers[index]))
+            message = Message(code=Code.POST, uri=uri, payload=payload(index))
             message.opt.content_format = ct
             answer = await contexts[index].request(message).response
             if answer.code != Code.CHANGED:
@@ -96,13 +94,17 @@ async def measure(uri: str, ct: int, payload: Payload, senders: int, seconds: fl
     return done
 
 
-def mac_payload(keys: list[bytes], readings: int, offset: int) -> Payload:
-    def make(index: int, number: int) -> bytes:
+def mac_payload(keys: list[bytes], counters: Sequence[Iterator[int]], readings: int) -> Payload:
+    """COSE_Mac0 packs of ``readings`` readings; each sensor's counter comes from its shared
+    ``counters`` entry, so every run after the first continues above the last one's."""
+
+    def make(index: int) -> bytes:
+        number = next(counters[index])
         base = T0 + number * readings
         pack = senml.encode_cbor(
             [senml.Record("temp", base + i, 20.0 + i / 8, "Cel") for i in range(readings)]
         )
-        return cose.mac0(pack, keys[index], f"bench-{index}".encode(), counter=offset + number)
+        return cose.mac0(pack, keys[index], f"bench-{index}".encode(), counter=number)
 
     return make
 
@@ -131,23 +133,26 @@ def main() -> None:
             agent_uri = f"coap://127.0.0.1:{agent.port}/s/bench"
             bare_uri = f"coap://127.0.0.1:{bare_port}/s/bench"
             rows: list[tuple[str, int, float]] = []
+            counters = [itertools.count(1) for _ in keys]  # warm-ups and runs alike
             runs: list[tuple[str, str, int, Payload, int]] = [
-                ("bare aiocoap resource (empty POST)", bare_uri, 0, lambda i, n: b"", 1),
-                ("agent, 1 reading per POST", agent_uri, CT_MAC0, mac_payload(keys, 1, 0), 1),
+                ("bare aiocoap resource (empty POST)", bare_uri, 0, lambda i: b"", 1),
+                (
+                    "agent, 1 reading per POST",
+                    agent_uri,
+                    CT_COSE_MAC0,
+                    mac_payload(keys, counters, 1),
+                    1,
+                ),
                 (
                     "agent, packs of 100 readings",
                     agent_uri,
-                    CT_MAC0,
-                    mac_payload(keys, 100, 10**9),
+                    CT_COSE_MAC0,
+                    mac_payload(keys, counters, 100),
                     100,
                 ),
             ]
             for what, uri, ct, payload, per_post in runs:
                 asyncio.run(measure(uri, ct, payload, args.sensors, 0.5))  # warm-up
-                if per_post == 1 and uri == agent_uri:
-                    payload = mac_payload(keys, 1, 10**6)  # past the warm-up's counters
-                if per_post == 100:
-                    payload = mac_payload(keys, 100, 2 * 10**9)
                 posts = asyncio.run(measure(uri, ct, payload, args.sensors, args.seconds))
                 rows.append((what, posts * per_post, posts / args.seconds))
         except BaseException:

@@ -147,7 +147,7 @@ async def local_agent(data_dir: Path) -> AsyncIterator[Local]:
         await client.close()
 
 
-async def _mesh(local: Local) -> list[PeerInfo]:
+async def local_mesh(local: Local) -> list[PeerInfo]:
     """The local agent and every peer it verified."""
     status = await local.client.get_status(local.host, local.port)
     if status.public_key != local.identity.public.public_key:
@@ -198,7 +198,7 @@ async def put(args: argparse.Namespace) -> int:
         raise ConfigError(f"larger than {MAX_PUT_BYTES} bytes: split it first")
     keyring = keys.Keyring.load(args.data_dir)
     async with local_agent(args.data_dir) as local:
-        mesh = await _mesh(local)
+        mesh = await local_mesh(local)
         k, n = placement.default_k_n(len(mesh))
         k, n = args.k or k, args.n or max(n, args.k or 0)
         if not 1 <= k <= n:
@@ -241,7 +241,7 @@ async def get(args: argparse.Namespace) -> int:
         object_cid = cid.from_text(address)
         key = keys.Keyring.load(args.data_dir)
     async with local_agent(args.data_dir) as local:
-        mesh = await _mesh(local)
+        mesh = await local_mesh(local)
         manifest = await datapath.find_manifest(local.client, object_cid, mesh)
         bar = _Bar(manifest.piece_size * manifest.k, "get")
         try:
@@ -344,7 +344,7 @@ async def stream_read(args: argparse.Namespace) -> int:
     keyring = keys.Keyring.load(args.data_dir)
     readings: list[senml.Record] = []
     async with local_agent(args.data_dir) as local:
-        mesh = await _mesh(local)
+        mesh = await local_mesh(local)
         start, pending = 0, b""
         while True:
             page = await local.client.get_stream_page(

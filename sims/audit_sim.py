@@ -7,10 +7,10 @@ of shards cost a few hundred kilobytes) and answers the hub's signed challenges 
 :func:`lichen.proofs.answer` over a :class:`~lichen.testing.memnet.MemoryNetwork` driven by a
 :class:`~lichen.testing.clock.FakeClock`. Honest devices answer from their data; cheaters have
 silently lost a fraction of their shards and either admit it ("dropper") or make blocks up
-("faker"). Devices can be killed (detached) and revived; the hub counts a device absent from
-its first missed challenge, plans repairs with :func:`lichen.repair.plan_repairs` at the end of
-each epoch, and carries them out one epoch later (the rebuilt piece is byte-identical, so the
-new holder gets the same body).
+("faker"). Devices can be killed (detached) and revived; as in the hub, a device's absence
+starts when the epoch in which it first missed its answer closes (is judged). The hub plans
+repairs with :func:`lichen.repair.plan_repairs` at the end of each epoch, and carries them out
+one epoch later (the rebuilt piece is byte-identical, so the new holder gets the same body).
 
 Layout: object ``i``'s shard ``j`` goes to device ``order[(i * n + j) % devices]`` for a
 seeded permutation ``order``, so every device holds exactly ``shards_per_device`` shards
@@ -117,7 +117,6 @@ class SimDevice:
         self.kind = kind
         self.shards: dict[Key, int] = {}
         self.lost: set[Key] = set()
-        self.answered = 0
 
     @property
     def node_id(self) -> str:
@@ -128,7 +127,6 @@ class SimDevice:
             return
         challenge = audit.open_challenge(data, self.sim.hub.public, holder_kid=self.identity.kid)
         answer = proofs.answer(challenge, self.read_block, self.identity)
-        self.answered += 1
         delay = self.sim.rng.random() * self.sim.config.think
         self.sim.clock.call_later(delay, self.sim.net.send, self.node_id, HUB_ADDRESS, answer)
 
@@ -277,7 +275,7 @@ class AuditSim:
             )
             for node_id, challenge in challenges.items()
         }
-        self._update_presence(challenges, started)
+        self._update_presence(challenges, judged)
         rewards = epoch_rewards(
             self.epoch,
             int(config.epoch_seconds),
@@ -289,7 +287,11 @@ class AuditSim:
         if config.keep_ledger:
             previous = self.records[-1] if self.records else None
             self.records.append(ledger.make_record(self.hub, previous, rewards, started, judged))
-        plan = self._plan_repairs(judged) if config.repair else RepairPlan((), (), (), ())
+        plan = (
+            self._plan_repairs(judged, config.repair)
+            if config.repair
+            else RepairPlan((), (), (), ())
+        )
         report = EpochReport(
             self.epoch, started, judged, verdicts, rewards, plan, dict(self.absent_since)
         )
@@ -300,14 +302,15 @@ class AuditSim:
         if self._open and source in self.devices:
             self._answers[source] = (data, self.clock.now())
 
-    def _update_presence(self, challenges: dict[str, Challenge], started: float) -> None:
+    def _update_presence(self, challenges: dict[str, Challenge], closed: float) -> None:
+        # Like hub/service.py's _close_epoch: a missed answer starts the absence at the close.
         for node_id in challenges:
             answered = self._answers.get(node_id)
             if answered is not None:
                 self.last_seen[node_id] = answered[1]
                 self.absent_since.pop(node_id, None)
             else:
-                self.absent_since.setdefault(node_id, started)
+                self.absent_since.setdefault(node_id, closed)
 
     def _views(self) -> dict[str, DeviceView]:
         views = {}
@@ -323,12 +326,11 @@ class AuditSim:
             )
         return views
 
-    def _plan_repairs(self, now: float) -> RepairPlan:
+    def _plan_repairs(self, now: float, settings: RepairSettings) -> RepairPlan:
         objects = [
             ObjectView(c, self.config.k, self.config.n, self.config.piece_size, tuple(held))
             for c, held in self.objects.items()
         ]
-        settings = self.config.repair or repair.DEFAULT_SETTINGS
         plan = repair.plan_repairs(now, self._views(), objects, settings, self.in_progress)
         lost = {(s.object_cid, s.index, s.holder) for s in plan.lost}
         for object_cid, held in self.objects.items():
@@ -381,6 +383,8 @@ class Measurement:
     missed_answers: int = 0
     expected_detection: float = 0.0
     """Mean over cheaters of the exact per-epoch detection probability."""
+    target: float = 0.0
+    """The detection probability the audit was asked for (``AuditTarget.detect_probability``)."""
 
     @property
     def detection_rate(self) -> float:
@@ -389,13 +393,13 @@ class Measurement:
     @property
     def standard_error(self) -> float:
         """Of the detection rate, were the true rate the target's."""
-        p = 0.99
+        p = self.target
         return math.sqrt(p * (1 - p) / self.cheater_epochs) if self.cheater_epochs else 0.0
 
 
 def measure(sim: AuditSim, epochs: int) -> Measurement:
     """Run ``epochs`` epochs and count cheaters caught and honest devices failed."""
-    result = Measurement()
+    result = Measurement(target=sim.config.target.detect_probability)
     cheaters = set(sim.cheaters())
     result.expected_detection = (
         sum(1 - sim.escape_probability(c) for c in cheaters) / len(cheaters) if cheaters else 0.0

@@ -73,7 +73,7 @@ def agent_address(config):
         finally:
             probe.close()
         if not found:
-            raise OSError("no agent answered on mDNS; set \"agent\" in " + CONFIG_FILE)
+            raise OSError('no agent answered on mDNS; set "agent" in ' + CONFIG_FILE)
         host, port = found[0]
     log("agent at %s port %d" % (host, port))
     return socket.getaddrinfo(host, port)[0][-1]
@@ -114,8 +114,10 @@ def main():
     connect_wifi(config.get("wifi"))
     set_clock()
     sensor = build(config)
-    log("sensor %s writing to stream %s every %d s"
-        % (config["kid"], config["stream"], config.get("interval_s", 60)))
+    log(
+        "sensor %s writing to stream %s every %d s"
+        % (config["kid"], config["stream"], config.get("interval_s", 60))
+    )
     sensor.run(int(config.get("interval_s", 60) * 1000))
 
 

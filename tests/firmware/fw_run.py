@@ -88,12 +88,8 @@ def run_sensor(config_path):
         ack_timeout_ms=config["ack_timeout_ms"],
         max_retransmit=config["max_retransmit"],
     )
-    if config.get("memory"):
-        buffer = ring.MemoryRing(config["capacity"])
-        counters = counter.MemoryCounter()
-    else:
-        buffer = ring.FileRing(config["state"], config["capacity"], config.get("slot_size", 128))
-        counters = counter.FileCounter(config["state"] + "/counter")
+    buffer = ring.FileRing(config["state"], config["capacity"], config.get("slot_size", 128))
+    counters = counter.FileCounter(config["state"] + "/counter")
     driver = CountingDriver()
     start = config["start_time"]
     values = {}

@@ -160,7 +160,8 @@ POST_HEX = "4402123401020304b1730c6b69746368656e2e74656d70111135743d616263ffd1"
 
 
 def test_coap_request_golden(ctx):
-    options = coap.request_options(["s", "kitchen.temp"], 17, ["t=abc"])
+    options = coap.request_options(["s", "kitchen.temp"], 17)
+    options.insert(0, (15, b"t=abc"))  # a Uri-Query put first still goes last: sorted
     datagram = coap.encode(coap.CON, coap.POST, 0x1234, b"\x01\x02\x03\x04", options, b"\xd1")
     assert hx(datagram) == POST_HEX
     mtype, code, mid, token, opts, payload = coap.decode(datagram)
@@ -185,6 +186,49 @@ def test_coap_malformed_datagrams_are_refused(ctx):
     for bad in ("40", "80010001", "4901000100", "40010001ff", "4001000100d0", "40010001f0"):
         raises(coap.CoapError, coap.decode, h(bad))
     assert coap.code_text(0x44) == "2.04" and coap.code_text(0x84) == "4.04"
+
+
+def _client(answer):
+    agent = FakeAgent(answer)
+    return agent, coap.Client(agent, "agent", Seeded(b"coap"), ack_timeout_ms=4, max_retransmit=1)
+
+
+def test_coap_reset_raises_reset(ctx):
+    def reset(request):
+        return [coap.encode(coap.RST, coap.EMPTY, coap.decode(request)[2])]
+
+    agent, client = _client(reset)
+    raises(coap.Reset, client.post, ["s", "x"], 17, b"m")
+    assert len(agent.sent) == 1  # a reset is final: no retransmission
+
+
+def test_coap_separate_response_whose_empty_ack_was_lost(ctx):
+    def separate_only(request):
+        mtype, _, _, token, _, _ = coap.decode(request)
+        if mtype != coap.CON:
+            return []
+        return [coap.encode(coap.CON, coap.CHANGED, 999, token, (), b"done")]
+
+    agent, client = _client(separate_only)
+    assert client.post(["s", "x"], 17, b"m") == (coap.CHANGED, b"done")
+    ack = coap.decode(agent.sent[-1])
+    assert (ack[0], ack[1], ack[2]) == (coap.ACK, coap.EMPTY, 999)
+    assert client.retransmissions == 0
+
+
+def test_coap_late_duplicate_is_acknowledged_and_skipped(ctx):
+    def late_duplicate_first(request):
+        mtype, _, mid, token, _, _ = coap.decode(request)
+        if mtype != coap.CON:
+            return []
+        # A separate response to an earlier request, sent again, then this one's answer.
+        stale = coap.encode(coap.CON, coap.CHANGED, 998, b"old!", (), b"stale")
+        return [stale, coap.encode(coap.ACK, coap.CHANGED, mid, token, (), b"fresh")]
+
+    agent, client = _client(late_duplicate_first)
+    assert client.post(["s", "x"], 17, b"m") == (coap.CHANGED, b"fresh")
+    acks = [coap.decode(d) for d in agent.sent if coap.decode(d)[0] == coap.ACK]
+    assert [(a[1], a[2]) for a in acks] == [(coap.EMPTY, 998)]
 
 
 # --- ring buffer and counter ---------------------------------------------------------------
@@ -226,6 +270,40 @@ def test_file_ring_survives_a_reboot(ctx):
     raises(ValueError, again.push, b"x" * 31)  # 31 + 2 length bytes > 32
     again.push(b"x" * 30)
     assert len(again) == 4
+
+
+def test_file_ring_starts_empty_on_another_layout(ctx):
+    r = ring.FileRing(ctx.scratch, 4, 32)
+    r.push(b"old")
+    # The same 128 bytes of ring.dat, cut into other slots: "old" cannot be read back.
+    swapped = ring.FileRing(ctx.scratch, 8, 16)
+    assert len(swapped) == 0 and swapped.peek() is None and swapped.dropped == 0
+    swapped.push(b"new")
+    again = ring.FileRing(ctx.scratch, 8, 16)
+    assert len(again) == 1 and again.peek() == b"new"
+
+
+def test_file_ring_starts_empty_on_a_corrupt_state(ctx):
+    bad_states = (
+        "",
+        "0 1 0",  # the three-field state of an older firmware: layout unknown
+        "0 1 0 4",
+        "0 1 0 4 32 7",
+        "x 1 0 4 32",
+        "4 1 0 4 32",  # head past the last slot
+        "0 5 0 4 32",  # more messages than slots
+        "0 1 -1 4 32",
+    )
+    for bad in bad_states:
+        r = ring.FileRing(ctx.scratch, 4, 32)
+        r.push(b"kept")
+        with open(ctx.scratch + "/ring.st", "w") as f:
+            f.write(bad)
+        again = ring.FileRing(ctx.scratch, 4, 32)
+        assert len(again) == 0 and again.peek() is None, bad
+        again.push(b"next")
+        assert ring.FileRing(ctx.scratch, 4, 32).peek() == b"next", bad
+        again.pop()
 
 
 def test_file_counter_never_reuses_a_counter_after_a_reboot(ctx):
@@ -392,10 +470,18 @@ def test_full_buffer_drops_the_oldest_and_counts_it(ctx):
 
 
 def sensor_counter(message):
-    # The Partial IV in the protected header: the last byte(s) of "a2 01 05 06 41 xx".
-    protected_len = message[2] & 0x1F
-    protected = message[3 : 3 + protected_len]
-    return protected[-1]
+    """The message counter: the Partial IV (label 6) of the COSE_Mac0's protected header."""
+    # d1 (tag 17), 84 (array of 4), then the protected header as a short byte string that
+    # holds the map a2 01 05 06 <bstr>: {1: 5 (HMAC 256/256), 6: Partial IV}.
+    assert message[:2] == b"\xd1\x84" and message[2] >> 5 == 2 and message[2] & 0x1F < 24
+    protected = message[3 : 3 + (message[2] & 0x1F)]
+    assert protected[:4] == b"\xa2\x01\x05\x06" and protected[4] >> 5 == 2
+    size = protected[4] & 0x1F
+    assert 1 <= size <= 8 and len(protected) == 5 + size
+    value = 0
+    for byte in protected[5:]:
+        value = (value << 8) | byte
+    return value
 
 
 def test_refusal_is_final_and_counted(ctx):
@@ -404,6 +490,32 @@ def test_refusal_is_final_and_counted(ctx):
     assert sensor.step() == REJECTED
     assert sensor.stats()["rejected"] == 1 and sensor.stats()["pending"] == 0
     assert sensor.last_refusal == ("4.01", b"sensor greenhouse-1 is not enrolled")
+
+
+def test_flush_drops_a_buffered_message_refused_at_the_head(ctx):
+    agent = FakeAgent(silent)
+    sensor = make_sensor(agent)
+    sensor.min_backoff_ms = sensor._backoff_ms = 60000
+    for _ in range(3):
+        assert sensor.step() == BUFFERED
+    refuse_first = piggybacked(0x81, b"replay")
+    accept = piggybacked()
+
+    def answer(request):
+        mtype, _, _, _, _, payload = coap.decode(request)
+        if mtype != coap.CON:
+            return []
+        return refuse_first(request) if sensor_counter(payload) == 1 else accept(request)
+
+    agent.answer = answer
+    sensor._retry_at = clock.ticks_ms()
+    acked = []
+    sensor.on_acked = acked.append
+    assert sensor.flush() == 2  # the refused head is popped, not retried, and not counted
+    assert [sensor_counter(m) for m in acked] == [2, 3]
+    stats = sensor.stats()
+    assert stats["rejected"] == 1 and stats["pending"] == 0 and stats["sent_from_buffer"] == 2
+    assert sensor.last_refusal == ("4.01", b"replay")
 
 
 def test_server_error_is_retried_later(ctx):
@@ -462,8 +574,22 @@ def test_mdns_answer_gives_address_and_coap_port(ctx):
         ]
     )
     assert mdns.agents_in(answer) == [("192.168.1.20", 5684)]
-    # Compression: the SRV target as a pointer to the PTR's instance name at offset 12+..
     assert mdns.agents_in(answer[:-4]) == []  # truncated: skipped, not raised
     assert mdns.agents_in(b"\x00" * 12) == []  # a query, not a response
     loop = struct.pack(">HHHHHH", 0, 0x8400, 0, 1, 0, 0) + b"\xc0\x0c"
     assert mdns.agents_in(loop) == []
+
+
+def test_mdns_follows_a_compression_pointer_in_the_srv_target(ctx):
+    instance = "lichen-abc._lichen._udp.local"
+    ptr = _rr("_lichen._udp.local", mdns.TYPE_PTR, mdns._name_bytes(instance))
+    a_record = _rr("pi.local", mdns.TYPE_A, bytes((10, 0, 0, 9)))
+    # RFC 1035 section 4.1.4: the target "pi.local" is a pointer to the A record's name,
+    # which starts right after the 12-byte header and the PTR record.
+    target = struct.pack(">H", 0xC000 | (12 + len(ptr)))
+    srv = _rr(instance, mdns.TYPE_SRV, struct.pack(">HHH", 0, 0, 5683) + target)
+    assert mdns.agents_in(_response([ptr, a_record, srv])) == [("10.0.0.9", 5683)]
+    # A label then a pointer: "pi" + a pointer to the "local" of the A record's name.
+    partial = b"\x02pi" + struct.pack(">H", 0xC000 | (12 + len(ptr) + 3))
+    srv = _rr(instance, mdns.TYPE_SRV, struct.pack(">HHH", 0, 0, 5700) + partial)
+    assert mdns.agents_in(_response([ptr, a_record, srv])) == [("10.0.0.9", 5700)]

@@ -23,7 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = ROOT / "firmware" / "sensor"
 HERE = Path(__file__).resolve().parent
 RUNNER = HERE / "fw_run.py"
-RUNTIMES = ("cpython", "micropython")
 START_TIME = 1735689600  # 2025-01-01T00:00:00Z: reading i is timed START_TIME + i
 
 

@@ -169,7 +169,8 @@ def test_every_half_and_many_single_floats_take_cbor2s_width() -> None:
 
 
 def test_firmware_coap_request_is_what_aiocoap_encodes() -> None:
-    options = fw_coap.request_options(["s", "kitchen.temp"], 17, ["t=abc", "x=1"])
+    uri_query = [(15, b"t=abc"), (15, b"x=1")]  # RFC 7252 section 5.10: Uri-Query is 15
+    options = fw_coap.request_options(["s", "kitchen.temp"], 17) + uri_query
     ours = fw_coap.encode(fw_coap.CON, fw_coap.POST, 0xBEEF, b"\x01\x02", options, b"payload")
     theirs = Message(
         code=Code.POST,

@@ -26,9 +26,21 @@ BUFFERED = "buffered"
 class Sensor:
     """One sensor writing to one stream through one agent (a :class:`coap.Client`)."""
 
-    def __init__(self, coap_client, key, kid, stream, driver, ring, counter,
-                 time_source=clock.unix_time, min_backoff_ms=1000, max_backoff_ms=60000,
-                 log=None, on_acked=None):
+    def __init__(
+        self,
+        coap_client,
+        key,
+        kid,
+        stream,
+        driver,
+        ring,
+        counter,
+        time_source=clock.unix_time,
+        min_backoff_ms=1000,
+        max_backoff_ms=60000,
+        log=None,
+        on_acked=None,
+    ):
         self.coap = coap_client
         self.key = key
         self.kid = kid

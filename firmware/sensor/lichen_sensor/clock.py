@@ -34,7 +34,7 @@ except AttributeError:
 
 EPOCH_2000 = 946684800  # seconds from 1970-01-01 to 2000-01-01
 _OFFSET = EPOCH_2000 if time.gmtime(0)[0] == 2000 else 0
-RELATIVE_TIME_LIMIT = 1 << 28
+RELATIVE_TIME_LIMIT = 1 << 28  # RFC 8428 section 4.5.3: below this a time is relative
 
 
 def unix_time():

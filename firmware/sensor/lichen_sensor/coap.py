@@ -1,9 +1,9 @@
 """A CoAP client over UDP (RFC 7252): confirmable requests with retransmission.
 
-Enough of CoAP for a sensor: build a request with Uri-Path, Uri-Query and Content-Format
-options, send it as a confirmable message, retransmit with exponential back-off until it is
-acknowledged (section 4.2), and take the response piggybacked on the ACK or sent separately
-(section 5.2.2), acknowledging a separate confirmable response. The socket is injected
+Enough of CoAP for a sensor: build a request with Uri-Path and Content-Format options, send
+it as a confirmable message, retransmit with exponential back-off until it is acknowledged
+(section 4.2), and take the response piggybacked on the ACK or sent separately (section
+5.2.2), acknowledging a separate confirmable response. The socket is injected
 (anything with ``sendto``, ``recvfrom`` and ``settimeout``), and so is the source of message
 ids and tokens, so that a test can make the bytes on the wire repeatable. Hand-written:
 MicroPython has no CoAP library in its standard library.
@@ -18,10 +18,8 @@ CON, NON, ACK, RST = 0, 1, 2, 3  # section 3: message types
 EMPTY = 0
 GET, POST, PUT, DELETE = 1, 2, 3, 4
 CHANGED = 0x44  # 2.04
-OPT_OBSERVE = 6  # RFC 7641
 OPT_URI_PATH = 11  # section 5.10
 OPT_CONTENT_FORMAT = 12
-OPT_URI_QUERY = 15
 PAYLOAD_MARKER = 0xFF
 
 # Section 4.8 transmission parameters, as defaults; a deployment may shorten them.
@@ -102,7 +100,7 @@ def _extended(data, pos, nibble):
     if nibble == 14:
         if pos + 2 > len(data):
             raise CoapError("truncated option")
-        return struct.unpack(">H", data[pos:pos + 2])[0] + 269, pos + 2
+        return struct.unpack(">H", data[pos : pos + 2])[0] + 269, pos + 2
     raise CoapError("reserved option nibble 15")
 
 
@@ -136,18 +134,16 @@ def decode(data):
         if pos + length > len(data):
             raise CoapError("truncated option value")
         number += delta
-        options.append((number, bytes(data[pos:pos + length])))
+        options.append((number, bytes(data[pos : pos + length])))
         pos += length
     return (first >> 4) & 0x03, code, mid, token, options, payload
 
 
-def request_options(path, content_format=None, query=()):
-    """Options for a request to ``path`` (a list of segments) with optional query items."""
+def request_options(path, content_format=None):
+    """Options for a request to ``path`` (a list of segments)."""
     options = [(OPT_URI_PATH, segment.encode("utf-8")) for segment in path]
     if content_format is not None:
         options.append((OPT_CONTENT_FORMAT, _uint(content_format)))
-    for item in query:
-        options.append((OPT_URI_QUERY, item.encode("utf-8")))
     return options
 
 
@@ -156,26 +152,25 @@ class Client:
 
     ``random_bytes(n)`` gives the message id start, tokens and the retransmission jitter
     (``os.urandom`` on a board; a seeded function in tests, to repeat the same bytes).
-    ``on_send(datagram)`` is called with every datagram sent, for tests and statistics.
     """
 
-    def __init__(self, sock, address, random_bytes, ack_timeout_ms=ACK_TIMEOUT_MS,
-                 max_retransmit=MAX_RETRANSMIT, separate_timeout_ms=SEPARATE_TIMEOUT_MS,
-                 on_send=None):
+    def __init__(
+        self,
+        sock,
+        address,
+        random_bytes,
+        ack_timeout_ms=ACK_TIMEOUT_MS,
+        max_retransmit=MAX_RETRANSMIT,
+        separate_timeout_ms=SEPARATE_TIMEOUT_MS,
+    ):
         self.sock = sock
         self.address = address
         self.random_bytes = random_bytes
         self.ack_timeout_ms = ack_timeout_ms
         self.max_retransmit = max_retransmit
         self.separate_timeout_ms = separate_timeout_ms
-        self.on_send = on_send
         self._mid = struct.unpack(">H", random_bytes(2))[0]
         self.retransmissions = 0
-
-    def _send(self, datagram):
-        if self.on_send is not None:
-            self.on_send(datagram)
-        self.sock.sendto(datagram, self.address)
 
     def _receive(self, deadline):
         """One decoded message before ``deadline`` (ticks), or None when time is up."""
@@ -197,9 +192,9 @@ class Client:
                 continue  # section 4.2: a malformed message is silently ignored
 
     def _acknowledge(self, mid):
-        self._send(encode(ACK, EMPTY, mid))
+        self.sock.sendto(encode(ACK, EMPTY, mid), self.address)
 
-    def request(self, code, path, content_format=None, payload=b"", query=()):
+    def request(self, code, path, content_format=None, payload=b""):
         """Send a confirmable request; return (response code, payload).
 
         Raises NoAnswer when nothing acknowledges it after MAX_RETRANSMIT retransmissions,
@@ -208,15 +203,14 @@ class Client:
         self._mid = (self._mid + 1) & 0xFFFF
         mid = self._mid
         token = self.random_bytes(TOKEN_SIZE)
-        datagram = encode(CON, code, mid, token, request_options(path, content_format, query),
-                          payload)
+        datagram = encode(CON, code, mid, token, request_options(path, content_format), payload)
         # Section 4.2: the first timeout is random in [ACK_TIMEOUT, ACK_TIMEOUT * factor].
         jitter = self.random_bytes(1)[0] / 255
         timeout = int(self.ack_timeout_ms * (1 + (ACK_RANDOM_FACTOR - 1) * jitter))
         for attempt in range(self.max_retransmit + 1):
             if attempt:
                 self.retransmissions += 1
-            self._send(datagram)
+            self.sock.sendto(datagram, self.address)
             deadline = clock.ticks_add(clock.ticks_ms(), timeout)
             while True:
                 message = self._receive(deadline)
@@ -254,6 +248,6 @@ class Client:
             if mtype == CON:
                 self._acknowledge(rmid)
 
-    def post(self, path, content_format, payload, query=()):
+    def post(self, path, content_format, payload):
         """A confirmable POST; (code, payload) as :meth:`request`."""
-        return self.request(POST, path, content_format, payload, query)
+        return self.request(POST, path, content_format, payload)

@@ -36,7 +36,9 @@ def mac0(payload, key, kid, counter):
     """A tagged COSE_Mac0 of ``payload`` under ``key``, naming ``kid``, with ``counter``."""
     if len(key) < MIN_KEY_SIZE:
         raise ValueError("an HMAC key must be at least 16 bytes")
-    protected = cbor.encode({HEADER_ALG: ALG_HMAC_256_256, HEADER_PARTIAL_IV: counter_bytes(counter)})
+    protected = cbor.encode(
+        {HEADER_ALG: ALG_HMAC_256_256, HEADER_PARTIAL_IV: counter_bytes(counter)}
+    )
     # RFC 9052 section 6.3: MAC_structure, with an empty external_aad.
     tag = hmac_sha256(key, cbor.encode(["MAC0", protected, b"", payload]))
     return cbor.encode(cbor.Tag(TAG_MAC0, [protected, {HEADER_KID: kid}, payload, tag]))

@@ -3,8 +3,10 @@
 ``value`` is a number, a str, a bool or bytes; ``unit`` a SenML unit such as ``"Cel"`` or
 ``"%RH"`` (RFC 8428 section 12.1), or None.
 
-:class:`SimulatedDriver` needs no hardware: tests and ``lichen demo`` use it. The others are
-small examples for common parts; add your own beside them.
+:class:`SimulatedDriver` needs no hardware: the tests use it, and so does a board whose
+``lichen.json`` says ``"driver": "simulated"`` (what ``lichen sensor add`` writes, to be
+changed once a real part is wired). The others are small examples for common parts; add your
+own beside them.
 """
 
 

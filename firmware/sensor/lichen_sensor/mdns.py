@@ -71,7 +71,7 @@ def _read_name(data, pos):
         length += size + 1
         if length > MAX_NAME or pos + size > len(data):
             raise DnsError("name too long or truncated")
-        labels.append(bytes(data[pos:pos + size]).decode("utf-8"))
+        labels.append(bytes(data[pos : pos + size]).decode("utf-8"))
         pos += size
     return ".".join(labels).lower(), (end if end is not None else pos)
 
@@ -94,11 +94,11 @@ def parse(data):
         name, pos = _read_name(data, pos)
         if pos + 10 > len(data):
             raise DnsError("truncated record")
-        rtype, _, _, rdlength = struct.unpack(">HHIH", data[pos:pos + 10])
+        rtype, _, _, rdlength = struct.unpack(">HHIH", data[pos : pos + 10])
         pos += 10
         if pos + rdlength > len(data):
             raise DnsError("truncated record data")
-        records.append((name, rtype, bytes(data[pos:pos + rdlength]), pos))
+        records.append((name, rtype, bytes(data[pos : pos + rdlength]), pos))
         pos += rdlength
     return records
 
@@ -108,7 +108,7 @@ def _txt(rdata):
     pos = 0
     while pos < len(rdata):
         size = rdata[pos]
-        entry = rdata[pos + 1:pos + 1 + size]
+        entry = rdata[pos + 1 : pos + 1 + size]
         pos += 1 + size
         key, _, value = entry.partition(b"=")
         key = key.lower()

@@ -2,10 +2,13 @@
 
 :class:`FileRing` keeps them on flash, so readings taken while no agent answers survive a
 reboot: ``ring.dat`` holds ``capacity`` slots of ``slot_size`` bytes (a 2-byte length, then
-the message), and ``ring.st`` the state ``head count dropped``, replaced whole (written to a
-temporary file, then renamed) after each change. A message is written to its slot before the
-state counts it, so a power cut loses at most the message being added. :class:`MemoryRing`
-has the same methods for a board without a filesystem (its buffer dies with a reboot).
+the message), and ``ring.st`` the state ``head count dropped capacity slot_size``, replaced
+whole (written to a temporary file, then renamed) after each change. A message is written to
+its slot before the state counts it, so a power cut loses at most the message being added. A
+state that cannot be read, or that records another layout (the config's ``buffer`` or
+``slot_size`` changed), starts the ring empty: slots of another size cannot be read back.
+:class:`MemoryRing` has the same methods for a board without a filesystem (its buffer dies
+with a reboot).
 
 When the buffer is full, adding a message drops the oldest one and counts it in
 ``dropped``: fresh readings are worth more than stale ones.
@@ -70,34 +73,40 @@ class FileRing:
         self.head = 0
         self.count = 0
         self.dropped = 0
-        self._load()
+        loaded = self._load()
         size = capacity * slot_size
-        if not _exists(self.data_path) or os.stat(self.data_path)[6] != size:
-            self._create(size)
+        if not loaded or not _exists(self.data_path) or os.stat(self.data_path)[6] != size:
+            self._create()
 
     def _load(self):
+        """Take the saved state; False when there is none, it is bad, or of another layout."""
         try:
             with open(self.state_path) as f:
-                fields = f.read().split()
-            head, count, dropped = int(fields[0]), int(fields[1]), int(fields[2])
-        except (OSError, ValueError, IndexError):
-            return  # no state yet, or a state from another ring layout: start empty
-        if 0 <= head < self.capacity and 0 <= count <= self.capacity and dropped >= 0:
-            self.head, self.count, self.dropped = head, count, dropped
+                fields = [int(field) for field in f.read().split()]
+        except (OSError, ValueError):
+            return False
+        if len(fields) != 5 or fields[3:] != [self.capacity, self.slot_size]:
+            return False
+        head, count, dropped = fields[:3]
+        if not (0 <= head < self.capacity and 0 <= count <= self.capacity and dropped >= 0):
+            return False
+        self.head, self.count, self.dropped = head, count, dropped
+        return True
 
-    def _create(self, size):
+    def _create(self):
         # Writing every slot up front: seeking past the end of a file is not portable.
-        self.head = self.count = 0
+        self.head = self.count = self.dropped = 0
         blank = b"\x00" * self.slot_size
         with open(self.data_path, "wb") as f:
-            for _ in range(size // self.slot_size):
+            for _ in range(self.capacity):
                 f.write(blank)
         self._save()
 
     def _save(self):
         temp = self.state_path + ".tmp"
         with open(temp, "w") as f:
-            f.write("%d %d %d\n" % (self.head, self.count, self.dropped))
+            state = (self.head, self.count, self.dropped, self.capacity, self.slot_size)
+            f.write("%d %d %d %d %d\n" % state)
         os.rename(temp, self.state_path)
 
     def __len__(self):
@@ -109,8 +118,9 @@ class FileRing:
         ValueError if it does not fit in a slot.
         """
         if len(message) + _LENGTH > self.slot_size:
-            raise ValueError("message of %d bytes does not fit a %d-byte slot"
-                             % (len(message), self.slot_size))
+            raise ValueError(
+                "message of %d bytes does not fit a %d-byte slot" % (len(message), self.slot_size)
+            )
         dropped = self.count >= self.capacity
         if dropped:
             self.head = (self.head + 1) % self.capacity
@@ -132,7 +142,7 @@ class FileRing:
             f.seek(self.head * self.slot_size)
             slot = f.read(self.slot_size)
         length = struct.unpack(">H", slot[:_LENGTH])[0]
-        return bytes(slot[_LENGTH:_LENGTH + length])
+        return bytes(slot[_LENGTH : _LENGTH + length])
 
     def pop(self):
         """Remove the oldest message."""

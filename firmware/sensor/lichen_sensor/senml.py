@@ -12,13 +12,23 @@ import math
 
 from lichen_sensor import cbor
 
-CONTENT_FORMAT = 112  # application/senml+cbor, RFC 8428 section 12.3
-RELATIVE_TIME_LIMIT = 1 << 28  # section 4.5.3: below this a time is relative to "now"
-
 # Section 6, table 6: integer labels for CBOR.
 LABELS = {
-    "bver": -1, "bn": -2, "bt": -3, "bu": -4, "bv": -5, "bs": -6,
-    "n": 0, "u": 1, "v": 2, "vs": 3, "vb": 4, "s": 5, "t": 6, "ut": 7, "vd": 8,
+    "bver": -1,
+    "bn": -2,
+    "bt": -3,
+    "bu": -4,
+    "bv": -5,
+    "bs": -6,
+    "n": 0,
+    "u": 1,
+    "v": 2,
+    "vs": 3,
+    "vb": 4,
+    "s": 5,
+    "t": 6,
+    "ut": 7,
+    "vd": 8,
 }
 _EXACT_INT = 1 << 53  # beyond this a double no longer holds every whole number
 

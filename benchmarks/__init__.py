@@ -1,0 +1,1 @@
+"""Benchmarks: scripts run by hand (``python benchmarks/NAME.py``); they measure, not test."""
