@@ -72,8 +72,9 @@ class Services:
     tags: tuple[str, ...] = ()
     on_receipt: Callable[[], None] | None = None
     """Called in the event loop after a shard was stored and its receipt kept."""
-    keep_owned: Callable[[bytes, Sequence[bytes]], None] | None = None
-    """Keeps an owned manifest with its signed headers for the hub (blocking; in a thread)."""
+    keep_owned: Callable[[bytes, Sequence[bytes], manifest.Manifest], None] | None = None
+    """Keeps an owned manifest with its checked signed headers and the manifest opened, for
+    the hub (blocking; in a thread)."""
 
 
 def _code_for(exc: LichenError) -> Code:
@@ -297,14 +298,13 @@ class ManifestResource(PathResource):
         if s.keep_owned is None:
             raise Refused("this agent does not keep headers")
         # Only the owner can sign a manifest this agent's key owns: no other check is needed.
-        signed, headers = await asyncio.to_thread(decode_owned, request.payload, s.identity.public)
-        opened = manifest.open_manifest(signed)
-        if opened.object_cid != object_cid:
+        upload = await asyncio.to_thread(decode_owned, request.payload, s.identity.public)
+        if upload.manifest.object_cid != object_cid:
             raise MalformedMessage("the manifest is not the one the path names")
-        if opened.expiry < s.now():
+        if upload.manifest.expiry < s.now():
             raise Refused("manifest has expired")
-        await asyncio.to_thread(s.store.put_manifest, signed)
-        await asyncio.to_thread(s.keep_owned, signed, headers)
+        await asyncio.to_thread(s.store.put_manifest, upload.signed)
+        await asyncio.to_thread(s.keep_owned, upload.signed, upload.headers, upload.manifest)
         return Message(code=Code.CREATED)
 
     async def render_get(self, request: Message) -> Message:

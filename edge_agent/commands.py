@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent import config as config_mod
-from edge_agent import datapath, fsutil, keys
+from edge_agent import datapath, fsutil, keys, tomlconfig
 from edge_agent.agent import RUNTIME_FILE, Agent
 from edge_agent.coap_client import AgentClient
 from lichen import cid, placement, seal, senml, stream
@@ -75,20 +75,14 @@ def agent_join(args: argparse.Namespace) -> int:
     """``lichen agent join URL TOKEN``: set [hub] url and token in agent.toml (atomically)."""
     from edge_agent import hublink
     from edge_agent.mqtt import parse_broker_url
-    from lichen import hubmessages
 
     data_dir: Path = args.data_dir
     broker = parse_broker_url(args.url)
     token = args.token.strip()
-    if not hubmessages.MIN_TOKEN_LENGTH <= len(token) <= hubmessages.MAX_TOKEN_LENGTH:
-        raise ConfigError(
-            f"a join token is {hubmessages.MIN_TOKEN_LENGTH} to "
-            f"{hubmessages.MAX_TOKEN_LENGTH} characters (as 'lichen hub token' prints it)"
-        )
     path = _config_path(data_dir)
-    before = config_mod.load(path)
+    text = tomlconfig.read_text(path, "lichen agent init")
+    before = config_mod.parse(text, path)
     identity = keys.load_identity(data_dir)
-    text = fsutil.read_bounded(path, config_mod.MAX_CONFIG_BYTES).decode("utf-8")
     # The file now holds a secret (the token): owner only.
     fsutil.atomic_write(path, config_mod.with_hub(text, args.url, token).encode(), mode=0o600)
     print(f"agent {identity.node_id} will join the hub at {broker.url}")

@@ -18,6 +18,7 @@ from typing import Any
 from edge_agent import tomlconfig
 from edge_agent.tomlconfig import setting, settings
 from lichen.errors import ConfigError
+from lichen.hubmessages import MAX_TOKEN_LENGTH, MIN_TOKEN_LENGTH
 
 CONFIG_FILE = "agent.toml"
 MAX_CONFIG_BYTES = tomlconfig.MAX_CONFIG_BYTES
@@ -164,13 +165,22 @@ def _check_semantics(config: AgentConfig) -> None:
             raise ConfigError(f"discovery.static_peers: {peer!r} is not 'host:port'")
     if bool(config.hub.url) != bool(config.hub.token):
         raise ConfigError("hub.url and hub.token go together: set both or neither")
+    if config.hub.token and not MIN_TOKEN_LENGTH <= len(config.hub.token) <= MAX_TOKEN_LENGTH:
+        raise ConfigError(
+            f"hub.token must be {MIN_TOKEN_LENGTH} to {MAX_TOKEN_LENGTH} characters "
+            "(as 'lichen hub token' prints it)"
+        )
 
 
 def load(path: Path) -> AgentConfig:
     """Read and validate the TOML file at ``path``."""
-    raw = tomlconfig.read(path, "lichen agent init")
+    return parse(tomlconfig.read_text(path, "lichen agent init"), path)
+
+
+def parse(text: str, path: Path) -> AgentConfig:
+    """Validate ``text``, the TOML read from ``path`` (named in every error)."""
     try:
-        return from_dict(raw)
+        return from_dict(tomlconfig.parse(text, path))
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 
@@ -185,12 +195,6 @@ _ANY_HEADER = re.compile(r"\s*\[")
 _HUB_KEY = re.compile(r"\s*(url|token)\s*=")
 
 
-def _toml_string(value: str) -> str:
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        raise ConfigError(f"{value[:40]!r} holds control characters")
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def with_hub(text: str, url: str, token: str) -> str:
     """The agent.toml ``text`` with ``[hub] url`` and ``token`` set and every other line kept
     (comments too); :class:`ConfigError` if the result would not be a valid config."""
@@ -199,7 +203,7 @@ def with_hub(text: str, url: str, token: str) -> str:
     start = next((i for i, line in enumerate(lines) if _HUB_HEADER.fullmatch(line.rstrip())), None)
     if start is None:
         lines += ["\n"] if lines and not lines[-1].endswith("\n") else []
-        lines += ["\n[hub]\n"] + [f"{k} = {_toml_string(v)}\n" for k, v in values.items()]
+        lines += ["\n[hub]\n"] + [f"{k} = {tomlconfig.toml_value(v)}\n" for k, v in values.items()]
     else:
         end = next(
             (i for i in range(start + 1, len(lines)) if _ANY_HEADER.match(lines[i])), len(lines)
@@ -209,11 +213,13 @@ def with_hub(text: str, url: str, token: str) -> str:
             match = _HUB_KEY.match(lines[i])
             if match:
                 key = match.group(1)
-                lines[i] = f"{key} = {_toml_string(values[key])}\n"
+                lines[i] = f"{key} = {tomlconfig.toml_value(values[key])}\n"
                 seen.add(key)
         while end > start + 1 and not lines[end - 1].strip():
             end -= 1
-        lines[end:end] = [f"{k} = {_toml_string(v)}\n" for k, v in values.items() if k not in seen]
+        lines[end:end] = [
+            f"{k} = {tomlconfig.toml_value(v)}\n" for k, v in values.items() if k not in seen
+        ]
     result = "".join(lines)
     try:
         parsed = from_dict(tomllib.loads(result))

@@ -2,10 +2,11 @@
 
 ``put``: seal and shard on this device (:mod:`lichen.objects`), choose holders by rendezvous
 placement (:mod:`lichen.placement`), send each shard over ``coap+tcp`` and collect the
-holders' signed receipts (a refusing or dead holder is replaced by the next in that shard's
-ranking), then sign the manifest and leave copies with several agents. The owner's own agent
-(``home``) also gets the manifest with all n owner-signed shard headers, which it forwards to
-the hub so that the hub can order repairs without the owner.
+holders' signed receipts (a refusing or dead holder is replaced by the peer a repair would
+choose, :func:`lichen.placement.repair_targets`), then sign the manifest and leave copies with
+several agents. The owner's own agent (``home``) also gets the manifest with all n
+owner-signed shard headers, which it forwards to the hub so that the hub can order repairs
+without the owner.
 
 ``get``: find the manifest, fetch shards in parallel (data shards first; each failure starts
 another fetch), check every shard against the manifest, rebuild and unseal.
@@ -16,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from edge_agent.coap_client import AgentClient
 from lichen import objects, placement
-from lichen.errors import LichenError, NotEnoughShards, RemoteProtocolError
+from lichen.errors import LichenError, NotEnoughShards
 from lichen.identity import Identity, PublicIdentity, format_node_id
 from lichen.manifest import Manifest, Receipt
 from lichen.messages import PeerInfo, ShardTransfer
@@ -96,28 +97,39 @@ async def put(
         first = placement.place(encoded.object_cid, n, ranked, shard_size=encoded.piece_size)
     except placement.NotEnoughPeers as exc:
         raise NotEnoughPeers(str(exc)) from None
-    taken = set(first)
+    holder_of = dict(enumerate(first))  # the peer each index is offered to now
+    refused: set[str] = set()
     limit = asyncio.Semaphore(PARALLEL_TRANSFERS)
     problems: list[str] = []
+
+    def replace_holder(index: int) -> str | None:
+        """The next holder for ``index``, chosen as a repair would (domains, free space)."""
+        refused.add(holder_of[index])
+        found = placement.repair_targets(
+            encoded.object_cid,
+            n,
+            holder_of,
+            [index],
+            ranked,
+            placement.Policy(exclude_nodes=frozenset(refused)),
+            shard_size=encoded.piece_size,
+        ).get(index)
+        if found is not None:
+            holder_of[index] = found
+        return found
 
     async def place_one(index: int) -> tuple[str, Receipt, bytes]:
         s = encoded.shards[index]
         transfer = ShardTransfer(s.signed_header, s.body)
-        candidates = [first[index]] + [
-            c for c in placement.ranking(encoded.object_cid, index, ranked) if c != first[index]
-        ]
-        for node_id in candidates:
-            if node_id != first[index]:
-                if node_id in taken:
-                    continue
-                taken.add(node_id)
-            peer = by_id[node_id]
+        node_id: str | None = holder_of[index]
+        while node_id is not None:
             try:
                 async with limit:
-                    receipt, signed = await client.put_shard(peer, transfer)
+                    receipt, signed = await client.put_shard(by_id[node_id], transfer)
             except LichenError as exc:
                 problems.append(f"shard {index} on {node_id[:8]}: {exc}")
                 log.warning("shard %d refused by %s: %s", index, node_id[:8], exc)
+                node_id = replace_holder(index)
                 continue
             if (receipt.object_cid, receipt.index, receipt.root) != (
                 s.header.object_cid,
@@ -125,6 +137,7 @@ async def put(
                 s.header.root,
             ):
                 problems.append(f"shard {index}: {node_id[:8]} signed a receipt for another")
+                node_id = replace_holder(index)
                 continue
             if progress is not None:
                 progress(len(s.body))
@@ -182,6 +195,56 @@ async def find_manifest(
     raise NotEnoughShards(f"no agent reached has the manifest of this object{detail}", found=())
 
 
+ShardSource = Callable[[], Awaitable[tuple[bytes, bytes] | None]]
+"""Fetches one shard (signed header, body) from one place; None when it is not held there."""
+
+
+async def fetch_checked(
+    manifest: Manifest,
+    sources: Mapping[int, Sequence[tuple[str, ShardSource]]],
+    order: Sequence[int],
+    progress: Progress | None = None,
+) -> tuple[dict[int, bytes], dict[int, list[str]]]:
+    """Bodies of k shards of ``manifest`` checked against it (fewer if not found), and what
+    went wrong, by index.
+
+    Indices are tried in ``order``, each from its named ``sources`` in turn; each round asks
+    for as many more as are still missing, so a failure costs one round, not a restart.
+    """
+    fetched: dict[int, bytes] = {}
+    why: dict[int, list[str]] = {}
+    limit = asyncio.Semaphore(PARALLEL_TRANSFERS)
+
+    async def fetch(index: int) -> None:
+        for where, source in sources[index]:
+            try:
+                async with limit:
+                    got = await source()
+            except LichenError as exc:
+                why.setdefault(index, []).append(f"{where}: {exc}")
+                continue
+            if got is None:
+                why.setdefault(index, []).append(f"{where} no longer holds it")
+                continue
+            try:
+                # Checked here, off the event loop, so a bad shard is replaced by another fetch.
+                await asyncio.to_thread(objects.check_shard, manifest, index, *got)
+            except LichenError as exc:
+                why.setdefault(index, []).append(f"{where} sent a bad shard: {exc}")
+                continue
+            fetched[index] = got[1]
+            if progress is not None:
+                progress(len(got[1]))
+            return
+
+    pending = list(order)
+    while len(fetched) < manifest.k and pending:
+        wanted = manifest.k - len(fetched)
+        batch, pending = pending[:wanted], pending[wanted:]
+        await asyncio.gather(*(fetch(i) for i in batch))
+    return fetched, why
+
+
 async def get(
     client: AgentClient,
     manifest: Manifest,
@@ -192,44 +255,27 @@ async def get(
 ) -> objects.Decoded:
     """Fetch any k good shards of ``manifest``'s object from ``peers`` and decode it."""
     by_kid = {PublicIdentity(p.public_key).kid: p for p in peers}
-    order = list(range(manifest.n))  # data shards first: decoding them is a copy
-    fetched: dict[int, bytes] = {}
-    why: dict[int, str] = {}
-    limit = asyncio.Semaphore(PARALLEL_TRANSFERS)
-
-    async def fetch(index: int) -> None:
-        holder = by_kid.get(manifest.holders[index])
+    sources: dict[int, list[tuple[str, ShardSource]]] = {}
+    why: dict[int, list[str]] = {}
+    for index, kid in enumerate(manifest.holders):
+        holder = by_kid.get(kid)
         if holder is None:
-            why[index] = f"holder {format_node_id(manifest.holders[index])[:8]} not reachable"
-            return
-        try:
-            async with limit:
-                got = await client.get_shard(
-                    holder, manifest.object_cid, index, manifest.piece_size
-                )
-            if got is None:
-                why[index] = f"{holder.node_id[:8]} no longer holds it"
-                return
-            # Checked here, off the event loop, so a bad shard is replaced by another fetch.
-            await asyncio.to_thread(objects.check_shard, manifest, got.signed_header, got.body)
-        except RemoteProtocolError as exc:
-            why[index] = f"{holder.node_id[:8]} sent a bad shard: {exc}"
-            return
-        except LichenError as exc:
-            why[index] = f"{holder.node_id[:8]}: {exc}"
-            return
-        fetched[index] = got.body
-        if progress is not None:
-            progress(len(got.body))
+            why[index] = [f"holder {format_node_id(kid)[:8]} not reachable"]
+            continue
 
-    pending = order
-    while len(fetched) < manifest.k and pending:
-        wanted = manifest.k - len(fetched)
-        batch, pending = pending[:wanted], pending[wanted:]
-        await asyncio.gather(*(fetch(i) for i in batch))
+        async def from_holder(
+            holder: PeerInfo = holder, index: int = index
+        ) -> tuple[bytes, bytes] | None:
+            got = await client.get_shard(holder, manifest.object_cid, index, manifest.piece_size)
+            return None if got is None else (got.signed_header, got.body)
+
+        sources[index] = [(holder.node_id[:8], from_holder)]
+    # Data shards first: decoding them is a copy.
+    fetched, failed = await fetch_checked(manifest, sources, sorted(sources), progress)
+    why.update(failed)
     if len(fetched) < manifest.k:
         found = tuple(sorted(fetched))
-        detail = "; ".join(f"shard {i}: {w}" for i, w in sorted(why.items()))
+        detail = "; ".join(f"shard {i}: {'; '.join(w)}" for i, w in sorted(why.items()))
         raise NotEnoughShards(
             f"not enough shards: {manifest.cid_text} needs {manifest.k} of {manifest.n}, "
             f"found {len(found)} {list(found)} ({detail})",

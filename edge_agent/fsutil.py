@@ -78,14 +78,6 @@ def write_all(fd: int, data: bytes, offset: int | None = None) -> None:
         done += written
 
 
-def _temp_pattern(target: Path) -> re.Pattern[str]:
-    return re.compile(
-        re.escape(f".{target.name}.")
-        + f"[0-9a-f]{{{2 * _TEMP_TOKEN_BYTES}}}"
-        + re.escape(TEMP_SUFFIX)
-    )
-
-
 def _create_temp(target: Path) -> tuple[int, Path]:
     """Create a fresh, empty temporary file next to ``target`` with mode 0600."""
     while True:
@@ -127,17 +119,7 @@ def remove_stale_temps(path: StrPath) -> int:
     a temporary file being written right now is removed too. Returns how many were removed.
     """
     target = Path(path)
-    pattern = _temp_pattern(target)
-    removed = 0
-    with os.scandir(target.parent) as entries:
-        for entry in entries:
-            if pattern.fullmatch(entry.name):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
-                    removed += 1
-    if removed:
-        fsync_dir(target.parent)
-    return removed
+    return remove_stale_temps_in(target.parent, lambda name: name == target.name)
 
 
 def read_bounded(path: StrPath, max_size: int) -> bytes:

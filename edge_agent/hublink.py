@@ -64,14 +64,13 @@ from lichen.errors import (
     RemoteProtocolError,
 )
 from lichen.hubmessages import (
-    MAX_BATCH_MANIFESTS,
-    MAX_BATCH_RECEIPTS,
     ChallengeMessage,
     Joined,
     RepairOrder,
     Status,
     make_join,
     make_receipts,
+    receipt_batches,
 )
 from lichen.hubwire import Name, agent_subscriptions, open_from_hub, parse_topic, topic
 from lichen.identity import PUBLIC_KEY_SIZE, Identity, PublicIdentity
@@ -190,11 +189,6 @@ class HubLink:
         self._tasks = BackgroundTasks(self.log, "hub link")
         self.stats = LinkStats()
         self.broker = parse_broker_url(settings.url)
-        if not hubmessages.MIN_TOKEN_LENGTH <= len(settings.token) <= hubmessages.MAX_TOKEN_LENGTH:
-            raise ConfigError(
-                f"hub.token must be {hubmessages.MIN_TOKEN_LENGTH} to "
-                f"{hubmessages.MAX_TOKEN_LENGTH} characters"
-            )
         self.hub: PublicIdentity | None = None
         self.host = ""
         self._client: MqttClient | None = None
@@ -533,13 +527,9 @@ class HubLink:
     async def _send_pending(self) -> None:
         assert self._client is not None
         pending = await asyncio.to_thread(self.outbox.pending, time.time())
-        receipts, manifests = pending.receipts, pending.manifests
-        rounds = max(
-            -(-len(receipts) // MAX_BATCH_RECEIPTS), -(-len(manifests) // MAX_BATCH_MANIFESTS)
-        )
-        for i in range(rounds):
-            some = receipts[i * MAX_BATCH_RECEIPTS : (i + 1) * MAX_BATCH_RECEIPTS]
-            owned = manifests[i * MAX_BATCH_MANIFESTS : (i + 1) * MAX_BATCH_MANIFESTS]
+        if not pending:
+            return
+        for some, owned in receipt_batches(pending.receipts, pending.manifests):
             payload = await asyncio.to_thread(
                 make_receipts,
                 self.identity,

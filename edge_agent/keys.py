@@ -22,18 +22,14 @@ MASTER_KEY_FILE = "owner.key"
 _MAGIC = {NODE_KEY_FILE: b"lichen-node-key/1\n", MASTER_KEY_FILE: b"lichen-owner-key/1\n"}
 
 
-def _path(data_dir: Path, name: str) -> Path:
-    return data_dir / name
-
-
 def _create(data_dir: Path, name: str) -> bytes:
     secret = os.urandom(SEED_SIZE)
-    fsutil.write_secret(_path(data_dir, name), _MAGIC[name] + secret)
+    fsutil.write_secret(data_dir / name, _MAGIC[name] + secret)
     return secret
 
 
 def _load(data_dir: Path, name: str) -> bytes:
-    path = _path(data_dir, name)
+    path = data_dir / name
     try:
         raw = fsutil.read_bounded(path, len(_MAGIC[name]) + SEED_SIZE)
         mode = stat.S_IMODE(path.stat().st_mode)
@@ -52,7 +48,7 @@ def _load(data_dir: Path, name: str) -> bytes:
 
 def exists(data_dir: Path) -> bool:
     """Whether ``data_dir`` already holds a node key."""
-    return _path(data_dir, NODE_KEY_FILE).exists()
+    return (data_dir / NODE_KEY_FILE).exists()
 
 
 def create(data_dir: Path) -> Identity:

@@ -23,7 +23,7 @@ from aiocoap.util.linkformat import Link, LinkFormat
 
 from edge_agent import sensors
 from edge_agent.coap_server import Services
-from edge_agent.streams import SensorResource, StreamStore, _is_loopback
+from edge_agent.streams import SensorResource, StreamStore, is_loopback
 from lichen import senml, stream
 from lichen.errors import MalformedMessage, NotAuthorised
 
@@ -81,10 +81,6 @@ class LatestReadings(SensorResource):
 
         observation.accept(cancel)
 
-    def observers(self, name: str) -> int:
-        """How many clients observe stream ``name``."""
-        return len(self._observers.get(name, ()))
-
     async def render_get(self, request: Message) -> Message:
         if len(request.opt.uri_path) != 1:
             raise MalformedMessage("GET /s/<stream>")
@@ -106,7 +102,7 @@ class LatestReadings(SensorResource):
         token = sensors.query_value(request.opt.uri_query, sensors.TOKEN_QUERY)
         if token is not None:
             self.sensors.check_reader(name, token)
-        elif not _is_loopback(request.remote):
+        elif not is_loopback(request.remote):
             raise NotAuthorised("reading a stream needs a sensor token or this host")
 
     def _pending_tail(self, name: str) -> tuple[senml.Record, ...]:

@@ -32,10 +32,11 @@ from pathlib import Path
 
 from edge_agent import fsutil
 from edge_agent.store import ShardStore
-from lichen import cbor, cid, holder, hubmessages, shard
+from lichen import cbor, cid, holder, shard
 from lichen.errors import LichenError, LocalProtocolError, MalformedMessage, RemoteProtocolError
+from lichen.hubmessages import ManifestUpload
 from lichen.identity import Identity, PublicIdentity
-from lichen.manifest import MANIFEST_LIMITS, open_manifest, open_receipt
+from lichen.manifest import MANIFEST_LIMITS, Manifest, check_header, open_manifest, open_receipt
 
 OWNED_DIR = "owned"
 SENT_FILE = "sent"
@@ -65,7 +66,7 @@ class Pending:
         return bool(self.receipts or self.manifests)
 
 
-def decode_owned(data: bytes, owner: PublicIdentity | None) -> tuple[bytes, tuple[bytes, ...]]:
+def decode_owned(data: bytes, owner: PublicIdentity | None) -> ManifestUpload:
     """Parse and check ``[signed manifest, [n signed headers]]`` (the ``manifest-upload`` of
     :mod:`lichen.hubmessages`); with ``owner``, the manifest must be that node's.
 
@@ -87,8 +88,8 @@ def decode_owned(data: bytes, owner: PublicIdentity | None) -> tuple[bytes, tupl
     if len(headers) != manifest.n:
         raise MalformedMessage(f"{len(headers)} headers for a manifest with n = {manifest.n}")
     for index, header in enumerate(headers):
-        hubmessages.check_header(manifest, index, header)
-    return signed, headers
+        check_header(manifest, index, header)
+    return ManifestUpload(signed, manifest, headers)
 
 
 def encode_owned(signed_manifest: bytes, headers: Sequence[bytes]) -> bytes:
@@ -114,6 +115,9 @@ class Outbox:
         self._hub_key = ""
         self._sent: set[ItemKey] = set()
         self._log_lines = 0
+        # Owned uploads checked since they were kept or first read, until the hub has them: a
+        # send round does not check each unsent file again.
+        self._checked: dict[bytes, ManifestUpload] = {}
 
     @classmethod
     def open(cls, directory: Path, store: ShardStore, identity: Identity, log: Logger) -> Outbox:
@@ -127,20 +131,28 @@ class Outbox:
 
     # -- adding ------------------------------------------------------------------------------
 
-    def keep_owned(self, signed_manifest: bytes, headers: Sequence[bytes]) -> None:
+    def keep_owned(
+        self, signed_manifest: bytes, headers: Sequence[bytes], manifest: Manifest | None = None
+    ) -> None:
         """Keep an owned manifest with its n signed headers until the hub has it (durable).
 
-        Raises :class:`LocalProtocolError` if they are not this agent's or do not match.
+        The caller vouches for the headers (it made them, or :func:`decode_owned` checked
+        them); ``manifest`` is ``signed_manifest`` already opened, else it is opened here.
+        Raises :class:`LocalProtocolError` if the manifest is not this agent's or the headers
+        are not one per shard.
         """
-        data = encode_owned(signed_manifest, headers)
         try:
-            decode_owned(data, self.identity.public)
+            opened = manifest if manifest is not None else open_manifest(signed_manifest)
         except RemoteProtocolError as exc:
-            raise LocalProtocolError(f"not an owned manifest with its headers: {exc}") from exc
-        object_cid = open_manifest(signed_manifest).object_cid
-        fsutil.atomic_write(self._owned_path(object_cid), data, fsutil.SECRET_MODE)
+            raise LocalProtocolError(f"not a manifest: {exc}") from exc
+        if opened.owner != self.identity.public.public_key or len(headers) != opened.n:
+            raise LocalProtocolError("not a manifest this agent owns with one header per shard")
+        upload = ManifestUpload(signed_manifest, opened, tuple(headers))
+        data = encode_owned(signed_manifest, headers)
+        fsutil.atomic_write(self._owned_path(opened.object_cid), data, fsutil.SECRET_MODE)
         with self._lock:
-            self._sent.discard(("m", object_cid, 0))
+            self._sent.discard(("m", opened.object_cid, 0))
+            self._checked[opened.object_cid] = upload
         self.notify()
 
     def notify(self) -> None:
@@ -194,6 +206,9 @@ class Outbox:
                 os.close(fd)
             self._sent.update(keys)
             self._log_lines += len(keys)
+            for kind, object_cid, _ in keys:
+                if kind == "m":
+                    self._checked.pop(object_cid, None)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -212,13 +227,14 @@ class Outbox:
     def _read_owned(
         self, object_cid: bytes, path: Path, now: float
     ) -> tuple[bytes, tuple[bytes, ...]] | None:
+        with self._lock:
+            upload = self._checked.get(object_cid)
         try:
-            signed, headers = decode_owned(
-                fsutil.read_bounded(path, MAX_OWNED_SIZE), self.identity.public
-            )
-            manifest = open_manifest(signed)
-            if manifest.object_cid != object_cid:
-                raise MalformedMessage("the file names another object")
+            if upload is None:
+                data = fsutil.read_bounded(path, MAX_OWNED_SIZE)
+                upload = decode_owned(data, self.identity.public)
+                if upload.manifest.object_cid != object_cid:
+                    raise MalformedMessage("the file names another object")
         except FileNotFoundError:
             return None
         except (OSError, RemoteProtocolError) as exc:
@@ -226,11 +242,15 @@ class Outbox:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             return None
-        if manifest.expiry < now:
+        if upload.manifest.expiry < now:
+            with self._lock:
+                self._checked.pop(object_cid, None)
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             return None
-        return signed, headers
+        with self._lock:
+            self._checked[object_cid] = upload
+        return upload.signed, upload.headers
 
     def _receipt_for(self, header: shard.ShardHeader, now: float) -> bytes:
         """This agent's stored receipt for a held shard, or a fresh one, stored."""

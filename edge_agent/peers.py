@@ -19,7 +19,6 @@ class PeerRecord:
     """A verified peer and what we know of its health."""
 
     info: PeerInfo
-    verified_at: float
     last_seen: float
     failures: int = 0
 
@@ -30,7 +29,6 @@ class PeerTable:
     def __init__(self, max_peers: int) -> None:
         self.max_peers = max_peers
         self._peers: dict[str, PeerRecord] = {}
-        self.dropped_full = 0
 
     def __len__(self) -> int:
         return len(self._peers)
@@ -38,20 +36,15 @@ class PeerTable:
     def __contains__(self, node_id: object) -> bool:
         return node_id in self._peers
 
-    def get(self, node_id: str) -> PeerRecord | None:
-        """The record of ``node_id``, if verified."""
-        return self._peers.get(node_id)
-
     def add(self, info: PeerInfo, now: float) -> bool:
         """Record a peer that just proved its key; False if the table is full of live peers."""
         node_id = info.node_id
         if node_id not in self._peers and len(self._peers) >= self.max_peers:
             stale = max(self._peers.values(), key=lambda r: (r.failures, -r.last_seen))
             if stale.failures == 0:
-                self.dropped_full += 1
                 return False
             del self._peers[stale.info.node_id]
-        self._peers[node_id] = PeerRecord(info, now, now)
+        self._peers[node_id] = PeerRecord(info, now)
         return True
 
     def seen(self, node_id: str, now: float) -> None:

@@ -1,14 +1,16 @@
 """Carrying out a hub's repair order: rebuild lost shards from k good ones, place them anew.
 
-The order (:class:`lichen.hubmessages.RepairOrder`, already checked against the hub's key)
-names the object's owner-signed manifest, live holders to fetch from, and for each lost index
-its owner-signed header and a new holder. The repairer fetches shards over ``coap+tcp`` (its
-own store first), checks each against the manifest, decodes the sealed object bytes with
-:mod:`lichen.erasure` and encodes them again: the piece of each lost index comes out
-byte-identical to the original, which :func:`lichen.shard.verify_body` confirms against the
-root in the owner's header before it goes anywhere. Each piece is then offered to its new
-holder under that original header, so no owner key is needed: the object stays sealed
-throughout, and the new holder checks the shard exactly as it would check the owner's.
+The order (:class:`lichen.hubmessages.RepairOrder`, already checked against the hub's key,
+and each target's owner-signed header against the manifest, by
+:func:`lichen.hubwire.open_from_hub`) names the object's owner-signed manifest, live holders
+to fetch from, and for each lost index its header and a new holder. The repairer fetches
+shards over ``coap+tcp`` (its own store first, :func:`edge_agent.datapath.fetch_checked`),
+checks each against the manifest, decodes the sealed object bytes and encodes them again
+(:func:`lichen.objects.rebuild_pieces`): the piece of each lost index comes out
+byte-identical to the original, which is confirmed against its root in the manifest before it
+goes anywhere. Each piece is then offered to its new holder under that original header, so no
+owner key is needed: the object stays sealed throughout, and the new holder checks the shard
+exactly as it would check the owner's.
 """
 
 from __future__ import annotations
@@ -16,20 +18,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
 
+from edge_agent import datapath
 from edge_agent.coap_client import AgentClient
-from edge_agent.datapath import PARALLEL_TRANSFERS
+from edge_agent.datapath import PARALLEL_TRANSFERS, ShardSource
 from edge_agent.store import ShardStore
-from lichen import cid, erasure, objects, shard
+from lichen import objects
 from lichen.errors import IntegrityError, LichenError, NotEnoughShards
-from lichen.hubmessages import Endpoint, Repaired, RepairOrder, RepairTarget
-from lichen.identity import Identity, PublicIdentity, format_node_id
+from lichen.hubmessages import Endpoint, Repaired, RepairOrder, RepairSource, RepairTarget
+from lichen.identity import Identity, format_node_id
 from lichen.manifest import Manifest, open_manifest
 from lichen.messages import PeerInfo, ShardTransfer
 
 MIN_REPAIR_TIME = 60.0  # seconds a repair may take even when the hub's deadline is nearer
 MAX_DETAIL = 250  # characters of explanation sent back (Repaired allows 256)
+OWN_STORE = "own store"
 
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
@@ -42,80 +45,36 @@ async def _verified_peer(client: AgentClient, endpoint: Endpoint) -> PeerInfo:
     return PeerInfo(proven.public_key, endpoint.host, endpoint.port)
 
 
-async def fetch_pieces(
+def shard_sources(
     order: RepairOrder,
     manifest: Manifest,
     client: AgentClient,
     me: Identity,
     store: ShardStore,
-) -> tuple[dict[int, bytes], list[str]]:
-    """At least k checked shard bodies by index (fewer if not found), and what went wrong."""
+) -> dict[int, list[tuple[str, ShardSource]]]:
+    """Where each shard not being repaired can be fetched: this agent's own store first, then
+    the live holders the order names (each proving the key the hub named before it is asked)."""
     object_cid = manifest.object_cid
     lost = {t.index for t in order.targets}
-    candidates: dict[int, list[Endpoint | None]] = {}  # None: this agent's own store
+    sources: dict[int, list[tuple[str, ShardSource]]] = {}
     for index in range(manifest.n):
         if index not in lost and store.shard_info(object_cid, index) is not None:
-            candidates[index] = [None]
+
+            async def own(index: int = index) -> tuple[bytes, bytes] | None:
+                return await asyncio.to_thread(store.get_shard, object_cid, index)
+
+            sources[index] = [(OWN_STORE, own)]
     for source in order.sources:
         if source.holder.node != me.kid and source.index not in lost:
-            candidates.setdefault(source.index, []).append(source.holder)
-    pieces: dict[int, bytes] = {}
-    problems: list[str] = []
-    limit = asyncio.Semaphore(PARALLEL_TRANSFERS)
 
-    async def fetch(index: int) -> None:
-        for endpoint in candidates[index]:
-            where = "own store" if endpoint is None else format_node_id(endpoint.node)[:8]
-            try:
-                if endpoint is None:
-                    got = await asyncio.to_thread(store.get_shard, object_cid, index)
-                else:
-                    async with limit:
-                        peer = await _verified_peer(client, endpoint)
-                        transfer = await client.get_shard(
-                            peer, object_cid, index, manifest.piece_size
-                        )
-                    got = None if transfer is None else (transfer.signed_header, transfer.body)
-                if got is None:
-                    problems.append(f"{index}@{where}: not held")
-                    continue
-                checked = await asyncio.to_thread(objects.check_shard, manifest, *got)
-                if checked.header.index != index:
-                    raise IntegrityError(f"sent shard {checked.header.index} for {index}")
-            except LichenError as exc:
-                problems.append(f"{index}@{where}: {exc}")
-                continue
-            pieces[index] = checked.body
-            return
+            async def remote(source: RepairSource = source) -> tuple[bytes, bytes] | None:
+                peer = await _verified_peer(client, source.holder)
+                got = await client.get_shard(peer, object_cid, source.index, manifest.piece_size)
+                return None if got is None else (got.signed_header, got.body)
 
-    # Own shards first (no network), then data shards before parity (decoding them is a
-    # copy). Each round asks for as many more as are missing, so a failure costs one round.
-    pending = sorted(candidates, key=lambda i: (candidates[i][0] is not None, i))
-    while len(pieces) < manifest.k and pending:
-        wanted = manifest.k - len(pieces)
-        batch, pending = pending[:wanted], pending[wanted:]
-        await asyncio.gather(*(fetch(i) for i in batch))
-    return pieces, problems
-
-
-def rebuild(
-    manifest: Manifest, pieces: Mapping[int, bytes], targets: Sequence[RepairTarget]
-) -> dict[int, bytes]:
-    """The bodies of the ``targets``' shards, rebuilt from ``pieces`` and checked against the
-    roots in their owner-signed headers. Raises :class:`NotEnoughShards` or
-    :class:`IntegrityError` (the rebuilt bytes are not the object's)."""
-    erasure.check_codec(manifest.codec)
-    sealed = erasure.decode(pieces, manifest.k, manifest.n, manifest.size)
-    if cid.of(sealed) != manifest.object_cid:
-        raise IntegrityError(f"rebuilt bytes do not match address {manifest.cid_text}")
-    again = erasure.encode(sealed, manifest.k, manifest.n)
-    owner = PublicIdentity(manifest.owner)
-    bodies = {}
-    for target in targets:
-        header = shard.open_header(target.signed_header, owner=owner)
-        shard.verify_body(header, again[target.index])
-        bodies[target.index] = again[target.index]
-    return bodies
+            where = format_node_id(source.holder.node)[:8]
+            sources.setdefault(source.index, []).append((where, remote))
+    return sources
 
 
 async def _place(
@@ -138,6 +97,8 @@ async def carry_out(
 ) -> Repaired:
     """Do what ``order`` asks and return the signed-to-be report (every target placed or
     failed, with why). Never raises for what peers or the network do."""
+    # open_from_hub checked the order (the manifest, and each target's header against it), but
+    # hands back only the order: the manifest is opened again here, its headers are not.
     manifest = open_manifest(order.signed_manifest)
     targets = list(order.targets)
     placed: list[tuple[int, bytes]] = []
@@ -145,17 +106,23 @@ async def carry_out(
     notes: list[str] = []
     budget = max(order.deadline - time.time(), MIN_REPAIR_TIME)
     try:
+        sources = shard_sources(order, manifest, client, me, store)
+        # Own shards first (no network), then data shards before parity (decoding them is a
+        # copy).
+        first = sorted(sources, key=lambda i: (sources[i][0][0] != OWN_STORE, i))
         pieces, problems = await asyncio.wait_for(
-            fetch_pieces(order, manifest, client, me, store), budget
+            datapath.fetch_checked(manifest, sources, first), budget
         )
-        notes += problems
+        notes += [f"{i}@{why}" for i, whys in sorted(problems.items()) for why in whys]
         if len(pieces) < manifest.k:
             raise NotEnoughShards(
                 f"found {len(pieces)} of the {manifest.k} shards needed",
                 found=tuple(sorted(pieces)),
                 needed=manifest.k,
             )
-        bodies = await asyncio.to_thread(rebuild, manifest, pieces, targets)
+        bodies = await asyncio.to_thread(
+            objects.rebuild_pieces, manifest, pieces, [t.index for t in targets]
+        )
     except (LichenError, TimeoutError) as exc:
         why = str(exc) or "timed out"
         log.warning("repair %d of %s failed: %s", order.repair_id, manifest.cid_text, why)

@@ -235,8 +235,8 @@ class SensorRegistry:
         self._sensors: dict[str, Sensor] = {}
         self._stamp: tuple[int, int, int] | None = None
         self._highest: dict[str, int] = {}  # counters reserved by admissions in flight
-        # Admissions run in the event loop; commits and checkpoints in the stream's writer
-        # thread. Every change to the entries in memory holds this lock.
+        # Admissions run in worker threads, commits and checkpoints in the stream's writer
+        # thread: every change to the entries in memory holds this lock.
         self._lock = threading.RLock()
 
     # -- the file -------------------------------------------------------------------------------

@@ -338,7 +338,8 @@ class StreamStore:
         )
 
 
-def _is_loopback(remote: Any) -> bool:
+def is_loopback(remote: Any) -> bool:
+    """Whether a CoAP request's ``remote`` is an address of this host (IPv4 or IPv6)."""
     sockaddr = getattr(remote, "sockaddr", None)
     host = sockaddr[0] if sockaddr else str(getattr(remote, "hostinfo", "")).rsplit(":", 1)[0]
     try:
@@ -387,31 +388,34 @@ class SensorResource(PathResource):
                 "readings are SenML+JSON (110) or SenML+CBOR (112), "
                 "or SenML+CBOR in a COSE_Mac0 (17) from an enrolled sensor"
             )
-        # Who may write (edge_agent.sensors): an enrolled sensor's MAC or token, or anyone on
-        # this host while accept_local is on.
-        admission = self.sensors.admit(
-            name,
-            int(fmt),
-            request.payload,
-            request.opt.uri_query,
-            local=self.accept_local and _is_loopback(request.remote),
-            now=time.time(),
+        local = self.accept_local and is_loopback(request.remote)
+        admission, count = await asyncio.to_thread(
+            self._admit_and_append, name, int(fmt), request.payload, request.opt.uri_query, local
         )
         if admission.duplicate:
             return Message(code=Code.CHANGED, payload=b"already stored")
-        if not admission.records:
-            raise MalformedMessage("the pack holds no readings")
-        try:
-            count = await asyncio.to_thread(
-                self.streams.append, name, admission.records, admission.mark, admission.commit
-            )
-        except BaseException:
-            admission.release()
-            raise
         self.services.metrics.readings.labels(name).inc(count)
         self.on_readings(name, admission.records)
         self.wake()
         return Message(code=Code.CHANGED)
+
+    def _admit_and_append(
+        self, name: str, fmt: int, payload: bytes, query: Sequence[str], local: bool
+    ) -> tuple[sensors.Admission, int]:
+        """Admit a pack and store its readings (blocking: checks, a file stat, the append)."""
+        # Who may write (edge_agent.sensors): an enrolled sensor's MAC or token, or anyone on
+        # this host while accept_local is on.
+        admission = self.sensors.admit(name, fmt, payload, query, local=local, now=time.time())
+        if admission.duplicate:
+            return admission, 0
+        if not admission.records:
+            raise MalformedMessage("the pack holds no readings")
+        try:
+            count = self.streams.append(name, admission.records, admission.mark, admission.commit)
+        except BaseException:
+            admission.release()
+            raise
+        return admission, count
 
 
 class StreamIndexResource(PathResource):
@@ -427,10 +431,12 @@ class StreamIndexResource(PathResource):
     async def render_get(self, request: Message) -> Message:
         if len(request.opt.uri_path) != 1:
             raise MalformedMessage("GET /streams/<name>")
-        query = dict(q.partition("=")[::2] for q in request.opt.uri_query)
+        start_text, since_text = (
+            sensors.query_value(request.opt.uri_query, key) for key in ("start", "since")
+        )
         try:
-            start = int(query.get("start", "0"))
-            since = float(query["since"]) if "since" in query else None
+            start = 0 if start_text is None else int(start_text)
+            since = None if since_text is None else float(since_text)
         except ValueError:
             raise MalformedMessage("start is a whole number, since a unix time") from None
         page = self.streams.page(request.opt.uri_path[0], start=start, since=since)

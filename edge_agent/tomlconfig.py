@@ -16,7 +16,8 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lichen.errors import ConfigError
+from edge_agent import fsutil
+from lichen.errors import ConfigError, MalformedMessage
 
 MAX_CONFIG_BYTES = 256 * 1024  # a config file is a page of text; refuse anything absurd
 T = TypeVar("T")
@@ -80,35 +81,47 @@ def build(cls: type[T], raw: dict[str, Any]) -> T:
     return cls(**sections)
 
 
-def read(path: Path, init_command: str) -> dict[str, Any]:
-    """Parse the TOML file at ``path``, bounded; :class:`ConfigError` with the path.
+def read_text(path: Path, init_command: str) -> str:
+    """The text of the config file at ``path``, bounded; :class:`ConfigError` with the path.
 
     ``init_command`` is what creates the file, named in the error when it is missing.
     """
     try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_CONFIG_BYTES + 1)
+        return fsutil.read_bounded(path, MAX_CONFIG_BYTES).decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file (run '{init_command}')") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a config file")
-    try:
-        return tomllib.loads(data.decode("utf-8"))
+    except MalformedMessage as exc:
+        raise ConfigError(f"{path}: not a config file ({exc})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
+
+
+def parse(text: str, path: Path) -> dict[str, Any]:
+    """The TOML ``text`` of the file at ``path`` parsed; :class:`ConfigError` with the path."""
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def _toml_value(value: Any) -> str:
+def read(path: Path, init_command: str) -> dict[str, Any]:
+    """Parse the TOML file at ``path`` (:func:`read_text`, then :func:`parse`)."""
+    return parse(read_text(path, init_command), path)
+
+
+def toml_value(value: Any) -> str:
+    """``value`` (a bool, number, string or tuple of them) as TOML; :class:`ConfigError` for a
+    string with control characters, which a one-line TOML string cannot hold as they are."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            raise ConfigError(f"{value[:40]!r} holds control characters")
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return repr(value)
 
 
@@ -127,7 +140,7 @@ def render(config: Any, title: str) -> str:
             lines += textwrap.wrap(
                 f.metadata["doc"], 90, initial_indent="# ", subsequent_indent="# "
             )
-            lines.append(f"{f.name} = {_toml_value(getattr(section, f.name))}")
+            lines.append(f"{f.name} = {toml_value(getattr(section, f.name))}")
         lines.append("")
     return "\n".join(lines)
 

@@ -45,9 +45,8 @@ from hub.db_schema import (
     rewards,
 )
 from lichen import cid as cids
+from lichen.audit import Verdict
 from lichen.errors import LocalProtocolError
-from lichen.identity import format_node_id
-from lichen.proofs import ProofResult, Reason
 from lichen.rewards import DeviceProof, DeviceReward
 
 
@@ -56,14 +55,23 @@ class LedgerStore(Store):
 
     # -- epochs and the ledger --------------------------------------------------------------
 
-    def open_epoch(self, epoch: int, started: float, deadline: float) -> None:
-        """Start epoch number ``epoch``, which must be above every earlier one."""
+    def open_epoch(
+        self,
+        epoch: int,
+        started: float,
+        deadline: float,
+        sent: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        """Start epoch number ``epoch``, which must be above every earlier one, with the
+        signed challenges ``sent`` (device, challenge) at ``started``, in one transaction."""
         check_count(epoch, "epoch")
         with self._write() as conn:
             newest = conn.execute(select(func.max(epochs.c.epoch))).scalar_one()
             if newest is not None and epoch <= newest:
                 raise LocalProtocolError(f"epoch {epoch} is not after epoch {newest}")
             conn.execute(insert(epochs).values(epoch=epoch, started=started, deadline=deadline))
+            if sent:
+                conn.execute(insert(challenges), _challenge_rows(epoch, sent, started, deadline))
 
     def close_epoch(
         self,
@@ -172,50 +180,39 @@ class LedgerStore(Store):
         """Record the signed challenge sent to ``device`` in ``epoch`` (one per epoch)."""
         with self._write() as conn:
             conn.execute(
-                insert(challenges).values(
-                    epoch=epoch,
-                    device=device,
-                    challenge=challenge,
-                    sent_at=sent_at,
-                    deadline=deadline,
-                    outcome=ChallengeOutcome.PENDING.value,
-                    items_passed=0,
-                    items_failed=0,
-                    detail="",
-                )
+                insert(challenges), _challenge_rows(epoch, [(device, challenge)], sent_at, deadline)
             )
 
-    def record_answer(
-        self, epoch: int, device: str, result: ProofResult, answered_at: float
-    ) -> bool:
-        """Record the verdict on a pending challenge's answer; False if it was not pending.
-
-        Items with :attr:`Reason.UNKNOWN_SHARD` (no root known: no verdict) are kept but count
-        neither as passed nor as failed.
-        """
-        if result.epoch != epoch or format_node_id(result.holder_kid) != device:
-            raise LocalProtocolError("the proof result is for another epoch or device")
-        judged = [i for i in result.items if i.reason != Reason.UNKNOWN_SHARD]
-        passed = sum(1 for i in judged if i.passed)
-        failed = len(judged) - passed
-        outcome = ChallengeOutcome.FAILED if failed else ChallengeOutcome.PASSED
+    def record_answer(self, epoch: int, device: str, verdict: Verdict, answered_at: float) -> bool:
+        """Record the core's verdict on a pending challenge's answer, with its judged items;
+        False if it was not pending. A rejected answer goes to :meth:`record_rejected`."""
+        if verdict.epoch != epoch or verdict.node_id != device:
+            raise LocalProtocolError("the verdict is for another epoch or device")
+        if not verdict.answered or verdict.rejected:
+            raise LocalProtocolError("record_answer() takes the verdict on a usable answer")
+        outcome = ChallengeOutcome.FAILED if verdict.failed else ChallengeOutcome.PASSED
+        judged = verdict.judged
         with self._write() as conn:
-            if not self._settle(conn, epoch, device, answered_at, outcome, passed, failed, ""):
-                return False
-            conn.execute(
-                insert(proof_items),
-                [
-                    {
-                        "epoch": epoch,
-                        "device": device,
-                        "cid": cids.to_text(i.object_cid),
-                        "shard_index": i.shard_index,
-                        "passed": i.passed,
-                        "reason": str(i.reason),
-                    }
-                    for i in result.items
-                ],
+            settled = self._settle(
+                conn, epoch, device, answered_at, outcome, verdict.passed, verdict.failed, ""
             )
+            if not settled:
+                return False
+            if judged:
+                conn.execute(
+                    insert(proof_items),
+                    [
+                        {
+                            "epoch": epoch,
+                            "device": device,
+                            "cid": cids.to_text(i.object_cid),
+                            "shard_index": i.shard_index,
+                            "passed": i.passed,
+                            "reason": i.reason,
+                        }
+                        for i in judged
+                    ],
+                )
             return True
 
     def record_rejected(self, epoch: int, device: str, answered_at: float, detail: str) -> bool:
@@ -254,8 +251,12 @@ class LedgerStore(Store):
         )
         return result.rowcount == 1
 
-    def expire_challenges(self, epoch: int) -> list[str]:
-        """Mark the epoch's still-pending challenges unanswered; the devices concerned."""
+    def expire_challenges(self, epoch: int, *, absent_at: float | None = None) -> list[str]:
+        """Mark the epoch's still-pending challenges unanswered; the devices concerned.
+
+        With ``absent_at``, those devices are absent from then on (an earlier absence is
+        kept), in the same transaction: a crash cannot keep the one without the other.
+        """
         where = (
             challenges.c.epoch == epoch,
             challenges.c.outcome == ChallengeOutcome.PENDING.value,
@@ -266,6 +267,12 @@ class LedgerStore(Store):
                     select(challenges.c.device).where(*where).order_by(challenges.c.device)
                 ).scalars()
             )
+            if late and absent_at is not None:
+                conn.execute(
+                    update(devices)
+                    .where(devices.c.node_id.in_(select(challenges.c.device).where(*where)))
+                    .values(absent_since=func.coalesce(devices.c.absent_since, absent_at))
+                )
             conn.execute(
                 update(challenges).where(*where).values(outcome=ChallengeOutcome.NO_ANSWER.value)
             )
@@ -438,6 +445,25 @@ class LedgerStore(Store):
         check_page(last, 0)
         with self._read() as conn:
             return db_views.epoch_figures(conn, last, upto)
+
+
+def _challenge_rows(
+    epoch: int, sent: Sequence[tuple[str, bytes]], sent_at: float, deadline: float
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "epoch": epoch,
+            "device": device,
+            "challenge": challenge,
+            "sent_at": sent_at,
+            "deadline": deadline,
+            "outcome": ChallengeOutcome.PENDING.value,
+            "items_passed": 0,
+            "items_failed": 0,
+            "detail": "",
+        }
+        for device, challenge in sent
+    ]
 
 
 def _reward_row(epoch: int, r: DeviceReward) -> dict[str, Any]:

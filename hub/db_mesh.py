@@ -10,7 +10,6 @@ from sqlalchemy import (
     Select,
     delete,
     distinct,
-    exists,
     func,
     insert,
     select,
@@ -221,20 +220,6 @@ class MeshStore(Store):
             )
             return {r.node_id: standing_of(r.standing_state, r.standing_failures) for r in rows}
 
-    def absent_holders(self, absent_since: float) -> list[str]:
-        """Devices absent since ``absent_since`` or earlier that still have live placements."""
-        live = exists().where(
-            placements.c.holder == devices.c.node_id,
-            placements.c.state == PlacementState.LIVE.value,
-        )
-        with self._read() as conn:
-            rows = conn.execute(
-                select(devices.c.node_id)
-                .where(devices.c.absent_since <= absent_since, live)
-                .order_by(devices.c.node_id)
-            )
-            return list(rows.scalars())
-
     # -- objects and shards ----------------------------------------------------------------
 
     def record_object(
@@ -424,6 +409,15 @@ class MeshStore(Store):
             query = query.where(placements.c.state == PlacementState(state).value)
         with self._read() as conn:
             return [_placement(r) for r in conn.execute(query)]
+
+    def live_placements_by_holder(self) -> dict[str, list[Placement]]:
+        """Every live placement, by holder, in one query (what challenges are planned from)."""
+        by_holder: dict[str, list[Placement]] = {}
+        query = _placement_query().where(placements.c.state == PlacementState.LIVE.value)
+        with self._read() as conn:
+            for row in conn.execute(query):
+                by_holder.setdefault(row.holder, []).append(_placement(row))
+        return by_holder
 
     def object_placements(self, cid: str) -> list[Placement]:
         """Every recorded placement of the object, any state."""

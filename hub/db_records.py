@@ -164,11 +164,6 @@ class Placement:
     state: PlacementState
     lost_at: float | None
 
-    @property
-    def block_count(self) -> int:
-        """Merkle leaves of the shard: its body cut into blocks (at least one)."""
-        return max(1, -(-self.piece_size // self.block_size))
-
 
 @dataclass(frozen=True)
 class ParkedReceipt:

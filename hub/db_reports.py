@@ -50,7 +50,6 @@ from hub.db_schema import (
     repairs,
     rewards,
 )
-from lichen.proofs import Reason
 from lichen.rewards import DeviceProof, Outcome, ProofItem, Standing, State
 
 _LIVE = PlacementState.LIVE.value
@@ -374,7 +373,7 @@ def proof_inputs(conn: Connection, epoch: int) -> dict[str, DeviceProof]:
     rows = conn.execute(
         select(proof_items, objects.c.piece_size)
         .join(objects, objects.c.cid == proof_items.c.cid)
-        .where(proof_items.c.epoch == epoch, proof_items.c.reason != Reason.UNKNOWN_SHARD.value)
+        .where(proof_items.c.epoch == epoch)  # judged items only: see record_answer
         .order_by(proof_items.c.device, proof_items.c.cid, proof_items.c.shard_index)
     )
     for r in rows:

@@ -2,10 +2,10 @@
 
 :class:`Hub` feeds what agents publish (joins, presence, receipts, proofs, repair reports,
 stream reports) through the core's checks (:mod:`lichen.hubwire`) into the database, and runs
-the epoch loop: plan and send challenges (:mod:`lichen.audit`), judge answers as they arrive
-(:mod:`lichen.proofs`), close the epoch with rewards (:mod:`lichen.rewards`) in a signed,
-hash-chained ledger record (:mod:`lichen.ledger`), then mark lost shards and order repairs
-(:mod:`lichen.repair`). Every decision is the core's; this module moves bytes and rows.
+the epoch loop: plan and send challenges, judge answers as they arrive (:mod:`lichen.audit`),
+close the epoch with rewards (:mod:`lichen.rewards`) in a signed, hash-chained ledger record
+(:mod:`lichen.ledger`), then mark lost shards and order repairs (:mod:`lichen.repair`).
+Every decision is the core's; this module moves bytes and rows.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,8 @@ from hub import metrics as hub_metrics
 from hub.broker import EmbeddedBroker
 from hub.config import HubConfig
 from hub.db import Database, default_url
-from hub.db_records import ObjectRecord, ParkedReceipt, PlacementRecord
+from hub.db_base import MAX_PAGE
+from hub.db_records import Device, ObjectRecord, ParkedReceipt, PlacementRecord
 from hub.db_schema import PlacementState
 from lichen import (
     audit,
@@ -46,6 +47,7 @@ from lichen import (
 )
 from lichen.errors import (
     BadMac,
+    BadSignature,
     ConfigError,
     LichenError,
     LocalProtocolError,
@@ -77,6 +79,12 @@ LATE_GRACE = 1.0
 # the holder is flooding the hub with receipts for objects nobody recorded.
 MAX_PARKED_PER_HOLDER = 4096
 MANIFEST_CACHE = 1024  # opened manifests kept; about 15 KiB each at most
+# A parked receipt whose manifest has not come in this long never will (its owner gave up
+# the upload, or it was made up): dropped, so it stops counting against MAX_PARKED_PER_HOLDER.
+PARKED_TTL = 7 * 86400.0
+# Challenges handed to the MQTT client at once: far below its queue
+# (edge_agent.mqtt.DEFAULT_MAX_QUEUED), past which a publish fails rather than waits.
+PUBLISH_WINDOW = 256
 
 
 def create_keys(data_dir: Path) -> tuple[Identity, str]:
@@ -108,6 +116,8 @@ class _OpenEpoch:
     started: float
     deadline: float
     challenges: dict[str, proofs.Challenge]
+    placements: dict[str, list[audit.Placement]]
+    """What each challenge was planned from: its answer is judged against these roots."""
 
 
 class Hub:
@@ -302,7 +312,7 @@ class Hub:
         for upload in batch.manifests:
             self._refusing(upload.manifest.cid_text, self._record_upload, upload, now)
         for item in batch.receipts:
-            self._refusing(cid.to_text(item.receipt.object_cid), self._place, item.signed, now)
+            self._refusing(cid.to_text(item.receipt.object_cid), self._place, item, now)
 
     def _refusing(
         self, what: str, record: Callable[[Any, float], None], item: Any, now: float
@@ -316,17 +326,24 @@ class Hub:
     def _record_upload(self, upload: hubmessages.ManifestUpload, now: float) -> None:
         assert self.db is not None
         headers = dict(enumerate(upload.headers))
-        self.db.record_object(
+        text = upload.manifest.cid_text
+        if self.db.record_object(
             ObjectRecord.from_manifest(upload.manifest, upload.signed), now, headers
-        )
-        for parked in self.db.take_parked(upload.manifest.cid_text):
-            self._refusing(parked.cid, self._place, parked.receipt, now)
+        ):
+            # The batch opened it already; the first one recorded is the one kept.
+            self._remember(text, upload.manifest)
+        for parked in self.db.take_parked(text):
+            self._refusing(parked.cid, self._place_parked, parked.receipt, now)
 
-    def _place(self, signed: bytes, now: float) -> None:
+    def _place_parked(self, signed: bytes, now: float) -> None:
+        # Its signature was checked when its batch came in; it has waited in the database.
+        self._place(hubmessages.SignedReceipt(signed, parse_receipt_unverified(signed)), now)
+
+    def _place(self, item: hubmessages.SignedReceipt, now: float) -> None:
         """Record a placement from a verified receipt, or park it until its manifest comes."""
         assert self.db is not None
         db = self.db
-        receipt = parse_receipt_unverified(signed)
+        receipt, signed = item.receipt, item.signed
         manifest = self._manifest(cid.to_text(receipt.object_cid))
         if manifest is None:
             holder = format_node_id(receipt.holder)
@@ -357,10 +374,13 @@ class Hub:
             if signed is None:
                 return None
             found = open_manifest(signed)
-            if len(self._manifests) >= MANIFEST_CACHE:
-                self._manifests.pop(next(iter(self._manifests)))
-            self._manifests[cid_text] = found
+            self._remember(cid_text, found)
         return found
+
+    def _remember(self, cid_text: str, manifest: Manifest) -> None:
+        if len(self._manifests) >= MANIFEST_CACHE:
+            self._manifests.pop(next(iter(self._manifests)))
+        self._manifests[cid_text] = manifest
 
     async def _on_proof(self, opened: hubwire.FromAgent, received: float) -> None:
         assert self.db is not None and isinstance(opened.message, hubmessages.ProofMessage)
@@ -377,32 +397,40 @@ class Hub:
                 f"an answer to epoch {answer.epoch}, not to the open challenge of epoch "
                 f"{challenge.epoch}: a replay or a late answer"
             )
-        roots = {
-            (cid.from_text(p.cid), p.shard_index): (p.root, p.block_count, p.block_size)
-            for p in await asyncio.to_thread(self.db.device_placements, node, None)
-        }
-        try:
-            result = proofs.verify(challenge, answer.signed, opened.sender, roots, received)
-        except RemoteProtocolError as exc:
-            if not await asyncio.to_thread(
-                self.db.record_rejected, current.epoch, node, received, str(exc)[:500]
-            ):
-                raise ProofRejected(f"a second answer to epoch {current.epoch}") from exc
-            self.metrics.proofs.labels("rejected").inc()
-            self.log.warning("answer of %s to epoch %d rejected: %s", node, current.epoch, exc)
-            return
-        if not await asyncio.to_thread(
-            self.db.record_answer, current.epoch, node, result, received
-        ):
+        verdict = await asyncio.to_thread(
+            audit.judge_answer,
+            challenge,
+            (answer.signed, received),
+            opened.sender,
+            current.placements[node],
+        )
+        if verdict.forged:
+            # Not the device's answer, whoever sent it: it must not use up the device's turn.
+            raise BadSignature(f"an answer to epoch {current.epoch} not signed by {node}")
+        if verdict.rejected:
+            recorded = await asyncio.to_thread(
+                self.db.record_rejected, current.epoch, node, received, verdict.rejected[:500]
+            )
+        else:
+            recorded = await asyncio.to_thread(
+                self.db.record_answer, current.epoch, node, verdict, received
+            )
+        if not recorded:
             raise ProofRejected(f"a second answer to epoch {current.epoch}")
-        self.metrics.proofs.labels("passed").inc(result.passed)
-        self.metrics.proofs.labels("failed").inc(result.failed)
-        if result.failed:
+        if verdict.rejected:
+            self.metrics.proofs.labels("rejected").inc()
+            self.log.warning(
+                "answer of %s to epoch %d rejected: %s", node, current.epoch, verdict.rejected
+            )
+            return
+        self.metrics.proofs.labels("passed").inc(verdict.passed)
+        self.metrics.proofs.labels("failed").inc(verdict.failed)
+        if verdict.failed:
             self.log.warning(
                 "device %s failed %d of %d proofs in epoch %d",
                 node,
-                result.failed,
-                len(result.items),
+                verdict.failed,
+                len(verdict.judged),
                 current.epoch,
             )
 
@@ -413,9 +441,13 @@ class Hub:
         if repair_row is None or repair_row.repairer != opened.node_id:
             raise MalformedMessage(f"a report on repair {report.repair_id}, not ordered from it")
         ok = not report.failed
-        await asyncio.to_thread(
+        finished = await asyncio.to_thread(
             self.db.finish_repair, report.repair_id, now, ok=ok, detail=report.detail[:500]
         )
+        if not finished:
+            # A redelivery (QoS 1), or a report after the repair was settled: nothing changes.
+            self.log.debug("repair %d already settled: report ignored", report.repair_id)
+            return
         self.metrics.repairs.labels("done" if ok else "failed").inc()
         self.log.info(
             "repair %d of %s %s: placed %s",
@@ -459,83 +491,84 @@ class Hub:
         number = newest.epoch + 1 if newest is not None else 1
         # Challenges carry whole seconds: round up, and record the deadline the devices got.
         deadline = math.ceil(started + cfg.answer_within)
-        await asyncio.to_thread(db.open_epoch, number, started, deadline)
-        challenges = await asyncio.to_thread(self._plan, number, deadline)
-        self._open = _OpenEpoch(number, started, deadline, challenges)
-        for node, challenge in challenges.items():
-            signed = audit.sign_challenge(challenge, self.identity)
-            await asyncio.to_thread(db.record_challenge, number, node, signed, started, deadline)
-            await self._publish(node, hubwire.Name.CHALLENGE, signed)
+        challenges, placements = await asyncio.to_thread(self._plan, number, deadline)
+        sent = await asyncio.to_thread(self._sign_all, challenges)
+        await asyncio.to_thread(db.open_epoch, number, started, deadline, sent)
+        self._open = _OpenEpoch(number, started, deadline, challenges, placements)
+        # All at once (within a window), so the last device gets as long to answer as the first.
+        window = asyncio.Semaphore(PUBLISH_WINDOW)
+
+        async def send(node: str, signed: bytes) -> None:
+            async with window:
+                await self._publish(node, hubwire.Name.CHALLENGE, signed)
+
+        await asyncio.gather(*(send(node, signed) for node, signed in sent))
         await asyncio.sleep(max(0.0, deadline + LATE_GRACE - time.time()))
         self._open = None
         await asyncio.to_thread(self._close_epoch, number, started)
         await self._repairs()
         return number
 
-    def _plan(self, epoch: int, deadline: int) -> dict[str, proofs.Challenge]:
+    def _plan(
+        self, epoch: int, deadline: int
+    ) -> tuple[dict[str, proofs.Challenge], dict[str, list[audit.Placement]]]:
+        """The epoch's challenges, and the placements each was planned from."""
         assert self.db is not None
+        held = self.db.live_placements_by_holder()
         placements: dict[str, list[audit.Placement]] = {}
-        offset = 0
-        while True:
-            page = self.db.list_devices(limit=500, offset=offset)
-            for device in page.items:
-                if device.revoked or device.standing.state is rewards.State.EVICTED:
-                    continue
-                held = self.db.device_placements(device.node_id)
-                if held:
-                    placements[device.node_id] = [
-                        audit.Placement(
-                            cid.from_text(p.cid),
-                            p.shard_index,
-                            p.root,
-                            p.block_size,
-                            p.piece_size,
-                        )
-                        for p in held
-                    ]
-            offset += len(page.items)
-            if offset >= page.total or not page.items:
-                break
+        for device in self._all_devices():
+            if device.revoked or device.standing.state is rewards.State.EVICTED:
+                continue
+            if device.node_id in held:
+                placements[device.node_id] = [
+                    audit.Placement(
+                        cid.from_text(p.cid), p.shard_index, p.root, p.block_size, p.piece_size
+                    )
+                    for p in held[device.node_id]
+                ]
         cfg = self.config.epochs
         target = audit.AuditTarget(cfg.loss_fraction, cfg.detect_probability, cfg.blocks_per_shard)
         nonces = {node: os.urandom(proofs.NONCE_SIZE) for node in placements}
-        return audit.plan(epoch, placements, nonces, deadline, target)
+        return audit.plan(epoch, placements, nonces, deadline, target), placements
 
-    def _policy(self) -> rewards.RewardPolicy:
-        r = self.config.rewards
-        return rewards.RewardPolicy(
-            pool=r.pool,
-            penalty_per_failed_item=r.penalty_per_failed_item,
-            penalty_per_missed_answer=r.penalty_per_missed_answer,
-            warn_after=r.warn_after,
-            penalise_after=r.penalise_after,
-            evict_after=r.evict_after,
-        )
+    def _sign_all(self, challenges: dict[str, proofs.Challenge]) -> list[tuple[str, bytes]]:
+        return [(node, audit.sign_challenge(c, self.identity)) for node, c in challenges.items()]
+
+    def _all_devices(self) -> list[Device]:
+        assert self.db is not None
+        found: list[Device] = []
+        while True:
+            page = self.db.list_devices(limit=MAX_PAGE, offset=len(found))
+            found.extend(page.items)
+            if len(found) >= page.total or not page.items:
+                return found
 
     def _close_epoch(self, epoch: int, started: float) -> None:
         assert self.db is not None
         db = self.db
-        missed = db.expire_challenges(epoch)
-        for node in missed:
-            db.mark_absent(node, time.time())
+        missed = db.expire_challenges(epoch, absent_at=time.time())
+        dropped = db.drop_parked(time.time() - PARKED_TTL)
+        if dropped:
+            self.log.info("dropped %d receipts whose manifests never came", dropped)
         result = rewards.epoch_rewards(
             epoch,
             max(1, int(self.config.epochs.length)),
-            self._policy(),
+            rewards.RewardPolicy(**asdict(self.config.rewards)),
             db.proof_inputs(epoch),
             db.standings(),
         )
         previous = db.last_closed_epoch()
+        head = None
+        if previous is not None and previous.record_hash is not None:
+            head = ledger.ChainHead(previous.epoch, previous.started, previous.record_hash)
         closed = time.time()
-        record = ledger.make_record(
-            self.identity, previous.record if previous else None, result, started, closed
-        )
+        record = ledger.make_record(self.identity, head, result, started, closed)
         db.close_epoch(
             epoch,
             closed,
             record,
             ledger.record_hash(record),
-            previous.record_hash if previous and previous.record_hash else bytes(32),
+            head.digest if head is not None else ledger.ZERO_HASH,
             result.devices,
         )
         self.metrics.epochs.inc()
@@ -559,32 +592,25 @@ class Hub:
         assert self.db is not None
         db = self.db
         cfg = self.config.repair
-        devices = {}
-        offset = 0
-        while True:
-            page = db.list_devices(limit=500, offset=offset)
-            for d in page.items:
-                devices[d.node_id] = repair.DeviceView(
-                    d.node_id,
-                    d.online,
-                    d.last_seen or 0.0,
-                    d.absent_since,
-                    d.standing.state,
-                    d.revoked,
-                    max(0, d.capacity_bytes - d.used_bytes),
-                )
-            offset += len(page.items)
-            if offset >= page.total or not page.items:
-                break
-        at_risk = {o.cid: o for o in db.objects_at_risk(cfg.margin)}
-        # Holders whose shards the planner may count as lost: gone too long, or no longer
-        # trusted with data (penalised, evicted, revoked).
-        untrusted = {
-            d.node_id
-            for d in devices.values()
-            if d.revoked or d.standing in (rewards.State.PENALISED, rewards.State.EVICTED)
+        known = self._all_devices()
+        devices = {
+            d.node_id: repair.DeviceView(
+                d.node_id,
+                d.online,
+                d.last_seen or 0.0,
+                d.absent_since,
+                d.standing.state,
+                d.revoked,
+                max(0, d.capacity_bytes - d.used_bytes),
+            )
+            for d in known
         }
-        for holder in sorted(set(db.absent_holders(now - cfg.after)) | untrusted):
+        addresses = {d.node_id: d.address for d in known}
+        at_risk = {o.cid: o for o in db.objects_at_risk(cfg.margin)}
+        # The objects of holders the planner may count as lost (gone too long, or no longer
+        # trusted with data) are looked at too, however healthy they still seem.
+        gone = sorted(n for n, d in devices.items() if repair.gone(d, now, cfg.after) is not None)
+        for holder in gone:
             for p in db.device_placements(holder):
                 obj = db.get_object(p.cid)
                 if obj is not None:
@@ -609,22 +635,23 @@ class Hub:
             )
         out = []
         for order in plan.repairs:
-            built = self._repair_order(order, now)
+            built = self._repair_order(order, addresses, now)
             if built is not None:
                 out.append(built)
         for item in plan.unrecoverable:
             self.log.error("object %s cannot be rebuilt: %s", cid.to_text(item.object_cid), item)
         return out
 
-    def _endpoint(self, node_id: str) -> hubmessages.Endpoint | None:
-        assert self.db is not None
-        device = self.db.get_device(node_id)
-        if device is None or not device.address:
+    @staticmethod
+    def _endpoint(node_id: str, address: str | None) -> hubmessages.Endpoint | None:
+        if not address:
             return None
-        host, _, port = device.address.rpartition(":")
+        host, _, port = address.rpartition(":")
         return hubmessages.Endpoint(parse_node_id(node_id), host, int(port))
 
-    def _repair_order(self, order: repair.RepairOrder, now: float) -> tuple[str, bytes] | None:
+    def _repair_order(
+        self, order: repair.RepairOrder, addresses: dict[str, str | None], now: float
+    ) -> tuple[str, bytes] | None:
         assert self.db is not None
         db = self.db
         text = cid.to_text(order.object_cid)
@@ -633,12 +660,13 @@ class Hub:
         sources = [
             hubmessages.RepairSource(index, endpoint)
             for index, holder in sorted(order.sources.items())
-            if (endpoint := self._endpoint(holder)) is not None
+            if (endpoint := self._endpoint(holder, addresses.get(holder))) is not None
         ]
         targets = [
             hubmessages.RepairTarget(index, headers[index], endpoint)
             for index, holder in sorted(order.targets.items())
-            if index in headers and (endpoint := self._endpoint(holder)) is not None
+            if index in headers
+            and (endpoint := self._endpoint(holder, addresses.get(holder))) is not None
         ]
         if manifest is None or len(sources) < order.k or not targets:
             self.log.warning("repair of %s cannot be ordered yet (missing data)", text)

@@ -140,6 +140,12 @@ class ItemVerdict:
     reason: str
     """``"ok"``, a :class:`lichen.proofs.Reason`, or one of this module's answer reasons."""
 
+    @property
+    def judged(self) -> bool:
+        """False for a shard the hub has no root for (:attr:`Reason.UNKNOWN_SHARD`): no
+        verdict, and no fault of the device. Such items count neither way."""
+        return self.reason != Reason.UNKNOWN_SHARD
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -156,8 +162,12 @@ class Verdict:
     rejected: str
     """Why the answer as a whole was refused (the error's message); empty when it was used."""
     proof: DeviceProof
-    """The rewards input. Items the hub has no root for (:attr:`Reason.UNKNOWN_SHARD`) are
-    left out of it, being no fault of the device."""
+    """The rewards input: the judged items only."""
+
+    @property
+    def judged(self) -> tuple[ItemVerdict, ...]:
+        """The items with a verdict (:attr:`ItemVerdict.judged`), in the challenge's order."""
+        return tuple(item for item in self.items if item.judged)
 
     @property
     def passed(self) -> int:
@@ -166,10 +176,13 @@ class Verdict:
 
     @property
     def failed(self) -> int:
-        """Items not proven, for any reason but an unknown shard."""
-        return sum(
-            1 for item in self.items if not item.passed and item.reason != Reason.UNKNOWN_SHARD
-        )
+        """Judged items not proven."""
+        return sum(1 for item in self.judged if not item.passed)
+
+    @property
+    def forged(self) -> bool:
+        """True when the answer is not signed by the device: not its answer, whoever sent it."""
+        return bool(self.rejected) and any(item.reason == BAD_SIGNATURE for item in self.items)
 
 
 def plan(
@@ -273,7 +286,7 @@ def judge_answer(
     proof_items = []
     for item in items:
         placement = shards.get((item.object_cid, item.shard_index))
-        if placement is None or item.reason == Reason.UNKNOWN_SHARD:
+        if placement is None or not item.judged:
             continue
         label = shard_label(item.object_cid, item.shard_index)
         reason = "" if item.passed else item.reason

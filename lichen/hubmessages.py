@@ -108,9 +108,11 @@ from lichen.identity import (
     format_node_id,
     node_id_bytes,
 )
-from lichen.manifest import Manifest, Receipt, open_manifest, open_receipt
+from lichen.manifest import Manifest, Receipt, check_header, open_manifest, open_receipt
 
 T = TypeVar("T")
+R = TypeVar("R")
+U = TypeVar("U")
 
 JOIN_LABEL = b"lichen-join"
 JOINED_LABEL = b"lichen-joined"
@@ -424,23 +426,6 @@ class ReceiptBatch:
         return cls(time, opened, manifests)
 
 
-def check_header(manifest: Manifest, index: int, signed: object) -> None:
-    """Check ``signed`` is the owner-signed header of shard ``index`` that ``manifest`` lists.
-
-    Raises :class:`MalformedMessage`, :class:`BadSignature` or :class:`IntegrityError`.
-    """
-    if not isinstance(signed, bytes):
-        raise MalformedMessage("a signed shard header is a byte string")
-    header = shard.open_header(signed, owner=PublicIdentity(manifest.owner))
-    if header.index != index or header.object_cid != manifest.object_cid:
-        raise IntegrityError(f"shard header {header.index} is not shard {index} of this object")
-    said = (header.k, header.n, header.codec, header.object_size, header.piece_size)
-    if said != (manifest.k, manifest.n, manifest.codec, manifest.size, manifest.piece_size):
-        raise IntegrityError(f"shard header {index} disagrees with the manifest's parameters")
-    if (header.root, header.block_size) != (manifest.roots[index], manifest.block_size):
-        raise IntegrityError(f"shard header {index} disagrees with the manifest's root")
-
-
 def _open_batch(
     receipts: Iterable[object], uploads: Iterable[object], sender: PublicIdentity
 ) -> tuple[tuple[SignedReceipt, ...], tuple[ManifestUpload, ...]]:
@@ -480,17 +465,13 @@ def make_receipts(
 ) -> bytes:
     """A signed batch of ``identity``'s receipts and (manifest, headers) uploads.
 
-    Each item is checked as the hub will check it: :class:`LocalProtocolError` when one is
-    not ``identity``'s or the batch exceeds a bound (:func:`receipt_batches` splits).
+    The items are not checked again: the agent's outbox hands over only what it checked.
+    :class:`LocalProtocolError` when the batch exceeds a bound (:func:`receipt_batches` splits).
     """
     if len(receipts) > MAX_BATCH_RECEIPTS or len(manifests) > MAX_BATCH_MANIFESTS:
         raise LocalProtocolError(
             f"a batch holds {MAX_BATCH_RECEIPTS} receipts and {MAX_BATCH_MANIFESTS} manifests"
         )
-    try:
-        _open_batch(receipts, manifests, identity.public)
-    except (MalformedMessage, BadSignature, IntegrityError) as exc:
-        raise LocalProtocolError(f"cannot send this batch: {exc}") from exc
     fields = {2: int(now), 3: list(receipts), 4: [[m, list(h)] for m, h in manifests]}
     signed = cose.sign1(wire.encode(wire.Kind.RECEIPT_BATCH, fields), identity)
     if len(signed) > MAX_RECEIPTS_SIZE:
@@ -499,31 +480,23 @@ def make_receipts(
 
 
 def receipt_batches(
-    identity: Identity,
-    receipts: Sequence[bytes],
-    manifests: Sequence[tuple[bytes, Sequence[bytes]]],
-    *,
-    now: float,
-) -> list[bytes]:
-    """As many signed batches as the receipts and uploads need, each within the bounds."""
+    receipts: Sequence[R], manifests: Sequence[U]
+) -> list[tuple[Sequence[R], Sequence[U]]]:
+    """``receipts`` and ``manifests`` cut into rounds that each fit one batch (at least one)."""
     rounds = max(
         -(-len(receipts) // MAX_BATCH_RECEIPTS), -(-len(manifests) // MAX_BATCH_MANIFESTS), 1
     )
     r, m = MAX_BATCH_RECEIPTS, MAX_BATCH_MANIFESTS
-    return [
-        make_receipts(
-            identity, receipts[i * r : (i + 1) * r], manifests[i * m : (i + 1) * m], now=now
-        )
-        for i in range(rounds)
-    ]
+    return [(receipts[i * r : (i + 1) * r], manifests[i * m : (i + 1) * m]) for i in range(rounds)]
 
 
 @dataclass(frozen=True)
 class ProofMessage:
     """A holder's signed answer to a challenge, exactly as :func:`lichen.proofs.answer` made it.
 
-    Opening checks the signer and reads the echoed epoch and nonce, so the hub can find the
-    challenge; :func:`lichen.proofs.verify` then judges ``signed`` against it.
+    Opening checks that the COSE kid names the topic's holder and reads the echoed epoch and
+    nonce (:func:`lichen.proofs.read_echo`), so the hub can find the challenge;
+    :func:`lichen.audit.judge_answer` then checks the signature, once, and judges ``signed``.
     """
 
     epoch: int

@@ -47,12 +47,14 @@ from lichen.rewards import (
     MAX_BYTES,
     MAX_EPOCH_SECONDS,
     MAX_FAILURES,
+    PAID_NOTHING,
     DeviceReward,
     EpochRewards,
     Outcome,
     RewardPolicy,
     Standing,
     State,
+    penalty_for,
     split_pool,
 )
 
@@ -88,8 +90,6 @@ _PAYLOAD_LIMITS = cbor.Limits(
 # The COSE wrapper: tag, array, protected bstr, header map with the kid, payload, signature.
 _SIGNED_LIMITS = cbor.Limits(max_size=MAX_RECORD_SIZE + 256, max_depth=4, max_items=16)
 
-_PAID_NOTHING = (State.PENALISED, State.EVICTED)
-
 
 class LedgerError(IntegrityError):
     """A ledger that fails verification. ``epoch`` is the first bad epoch (None if unknown),
@@ -115,6 +115,11 @@ class LedgerRecord:
     digest: bytes
     """SHA-256 of this signed record: the next record's ``previous``."""
 
+    @property
+    def head(self) -> ChainHead:
+        """This record as the next one chains to it."""
+        return ChainHead(self.epoch, self.started, self.digest)
+
 
 @dataclass(frozen=True)
 class LedgerSummary:
@@ -136,32 +141,41 @@ def record_hash(record: bytes) -> bytes:
     return hashlib.sha256(record).digest()
 
 
+@dataclass(frozen=True)
+class ChainHead:
+    """What the next record needs of the newest one: its epoch, start and hash, as the hub
+    that wrote it keeps them (so writing a record never re-reads the one before)."""
+
+    epoch: int
+    started: float
+    digest: bytes
+    """SHA-256 of the signed record (:func:`record_hash`)."""
+
+
 def make_record(
     hub: Identity,
-    previous: bytes | None,
+    previous: ChainHead | None,
     rewards: EpochRewards,
     started: float,
     closed: float,
 ) -> bytes:
-    """The hub-signed record of ``rewards``, chained to the ``previous`` signed record.
+    """The hub-signed record of ``rewards``, chained to ``previous``, this hub's newest record.
 
-    ``previous`` is None only for the first record; otherwise it must be this hub's record of
-    the epoch before. Times are unix seconds, recorded whole (floored).
+    ``previous`` is None only for the first record. Times are unix seconds, recorded whole
+    (floored). :func:`verify_ledger` is what checks a chain; this checks its own input only.
     """
     start, close = _seconds("started", started), _seconds("closed", closed)
     if close < start:
         raise LocalProtocolError("an epoch cannot close before it started")
     previous_hash = ZERO_HASH
     if previous is not None:
-        try:
-            prior = open_record(previous, hub.public)
-        except RemoteProtocolError as exc:
-            raise LocalProtocolError(f"previous is not a record of this hub: {exc}") from exc
-        if rewards.epoch != prior.epoch + 1:
-            raise LocalProtocolError(f"epoch {rewards.epoch} cannot follow epoch {prior.epoch}")
-        if start < prior.started:
-            raise LocalProtocolError(f"epoch {rewards.epoch} starts before epoch {prior.epoch}")
-        previous_hash = prior.digest
+        if not isinstance(previous.digest, bytes) or len(previous.digest) != HASH_SIZE:
+            raise LocalProtocolError(f"the previous record's hash is {HASH_SIZE} bytes")
+        if rewards.epoch != previous.epoch + 1:
+            raise LocalProtocolError(f"epoch {rewards.epoch} cannot follow epoch {previous.epoch}")
+        if start < _seconds("previous started", previous.started):
+            raise LocalProtocolError(f"epoch {rewards.epoch} starts before epoch {previous.epoch}")
+        previous_hash = previous.digest
     problem = _check_figures(rewards)
     if problem is not None:
         raise LocalProtocolError(f"epoch {rewards.epoch}: {problem}")
@@ -312,16 +326,13 @@ def _check_figures(rewards: EpochRewards) -> str | None:
             if device.after != device.before or device.reward or device.penalty:
                 return f"evicted device {device.node_id} changed standing or was paid"
             continue
-        if device.after.state not in _PAID_NOTHING and device.proven_bytes > 0:
+        if device.after.state not in PAID_NOTHING and device.proven_bytes > 0:
             weights[device.node_id] = device.proven_bytes
         elif device.reward:
             return f"device {device.node_id} was paid without earning"
-        expected_penalty = 0
-        if device.after.state in _PAID_NOTHING:
-            if device.outcome is Outcome.FAILED:
-                expected_penalty = device.items_failed * policy.penalty_per_failed_item
-            elif device.outcome is Outcome.NO_ANSWER:
-                expected_penalty = policy.penalty_per_missed_answer
+        expected_penalty = penalty_for(
+            device.outcome, device.after.state, device.items_failed, policy
+        )
         if device.penalty != expected_penalty:
             return f"device {device.node_id} charged {device.penalty}, not {expected_penalty}"
     shares = split_pool(policy.pool, weights)
@@ -360,7 +371,7 @@ def _read_rewards(value: dict[Any, Any]) -> EpochRewards:
     except LocalProtocolError as exc:
         raise MalformedMessage(f"EPOCH_REWARDS: {exc}") from exc
     devices = tuple(_read_device(raw, seconds) for raw in raw_devices)
-    weights = sum(d.proven_bytes for d in devices if d.after.state not in _PAID_NOTHING)
+    weights = sum(d.proven_bytes for d in devices if d.after.state not in PAID_NOTHING)
     return EpochRewards(
         epoch=epoch,
         epoch_seconds=seconds,

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from lichen import cbor, cid, cose, wire
-from lichen.errors import BadSignature, LocalProtocolError, MalformedMessage
+from lichen.errors import BadSignature, IntegrityError, LocalProtocolError, MalformedMessage
 from lichen.identity import (
     NODE_ID_SIZE,
     PUBLIC_KEY_SIZE,
@@ -50,7 +50,7 @@ from lichen.identity import (
     PublicIdentity,
     format_node_id,
 )
-from lichen.shard import MAX_SHARDS, ROOT_SIZE
+from lichen.shard import MAX_SHARDS, ROOT_SIZE, ShardHeader, open_header
 
 T = TypeVar("T")
 
@@ -281,6 +281,26 @@ def check_receipt_matches(receipt: Receipt, manifest: Manifest) -> None:
         raise MalformedMessage(f"receipt root does not match shard {receipt.index}'s")
     if receipt.piece_size != manifest.piece_size:
         raise MalformedMessage("receipt shard size does not match the manifest")
+
+
+def check_header(manifest: Manifest, index: int, signed: object) -> ShardHeader:
+    """The owner-signed header of shard ``index`` that ``manifest`` lists, parsed from ``signed``.
+
+    Raises :class:`MalformedMessage`, :class:`BadSignature` or :class:`IntegrityError`.
+    """
+    if not isinstance(signed, bytes):
+        raise MalformedMessage("a signed shard header is a byte string")
+    header = open_header(signed, owner=PublicIdentity(manifest.owner))
+    if header.object_cid != manifest.object_cid:
+        raise IntegrityError("shard is for another object")
+    if header.index != index:
+        raise IntegrityError(f"offered as shard {index} but is shard {header.index}")
+    said = (header.k, header.n, header.codec, header.object_size, header.piece_size)
+    if said != (manifest.k, manifest.n, manifest.codec, manifest.size, manifest.piece_size):
+        raise IntegrityError(f"shard header {index} disagrees with the manifest's parameters")
+    if (header.root, header.block_size) != (manifest.roots[index], manifest.block_size):
+        raise IntegrityError(f"shard {index} root is not the manifest's")
+    return header
 
 
 def _build(cls: Callable[..., T], **values: Any) -> T:

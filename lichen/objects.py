@@ -12,13 +12,13 @@ reported, never used.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from lichen import cid, erasure, seal, shard
+from lichen import cid, erasure, merkle, seal, shard
 from lichen.errors import IntegrityError, LocalProtocolError, NotEnoughShards, RemoteProtocolError
-from lichen.identity import Identity, PublicIdentity
-from lichen.manifest import Manifest
+from lichen.identity import Identity
+from lichen.manifest import Manifest, check_header
 
 
 @dataclass(frozen=True)
@@ -105,18 +105,12 @@ def make_manifest(
     )
 
 
-def check_shard(manifest: Manifest, signed_header: bytes, body: bytes) -> shard.Shard:
-    """Check a fetched shard belongs to ``manifest`` and its body matches; return it.
+def check_shard(manifest: Manifest, index: int, signed_header: bytes, body: bytes) -> shard.Shard:
+    """Check a fetched shard is shard ``index`` of ``manifest`` and its body matches; return it.
 
     Raises :class:`RemoteProtocolError` subclasses: the holder sent something wrong.
     """
-    header = shard.open_header(signed_header, owner=PublicIdentity(manifest.owner))
-    if header.object_cid != manifest.object_cid:
-        raise IntegrityError("shard is for another object")
-    if (header.k, header.n, header.codec) != (manifest.k, manifest.n, manifest.codec):
-        raise IntegrityError(f"shard {header.index} disagrees with the manifest's k, n or codec")
-    if header.root != manifest.roots[header.index]:
-        raise IntegrityError(f"shard {header.index} root is not the manifest's")
+    header = check_header(manifest, index, signed_header)
     shard.verify_body(header, body)
     return shard.Shard(signed_header, header, body)
 
@@ -150,14 +144,9 @@ def decode_object(
     rejected: dict[int, str] = {}
     for index, (signed_header, body) in sorted(fetched.items()):
         try:
-            checked = check_shard(manifest, signed_header, body)
+            good[index] = check_shard(manifest, index, signed_header, body).body
         except RemoteProtocolError as exc:
             rejected[index] = str(exc)
-            continue
-        if checked.header.index != index:
-            rejected[index] = f"offered as shard {index} but is shard {checked.header.index}"
-            continue
-        good[index] = checked.body
     if len(good) < manifest.k:
         found = tuple(sorted(good))
         detail = "; ".join(f"shard {i}: {why}" for i, why in sorted(rejected.items()))
@@ -179,10 +168,42 @@ def decode_checked(
     """Rebuild and unseal an object from ``index -> body`` of at least k shards that already
     passed :func:`check_shard` (a fetcher that checks each shard as it arrives, to fetch
     another in its place, need not pay for the check twice)."""
+    sealed = decode_sealed(manifest, bodies)
+    object_key = key if isinstance(key, bytes) else key(seal.nonce_of(sealed))
+    used = tuple(sorted(bodies)[: manifest.k])
+    return Decoded(seal.unseal(sealed, object_key), used, dict(rejected or {}))
+
+
+def decode_sealed(manifest: Manifest, bodies: Mapping[int, bytes]) -> bytes:
+    """The sealed object bytes, rebuilt from the first k of ``index -> body`` (checked shards).
+
+    Raises :class:`NotEnoughShards`, or :class:`IntegrityError` when the rebuilt bytes do not
+    hash to the object's CID.
+    """
     erasure.check_codec(manifest.codec)
     use = dict(sorted(bodies.items())[: manifest.k])
     sealed = erasure.decode(use, manifest.k, manifest.n, manifest.size)
     if cid.of(sealed) != manifest.object_cid:
         raise IntegrityError(f"rebuilt bytes do not match address {manifest.cid_text}")
-    object_key = key if isinstance(key, bytes) else key(seal.nonce_of(sealed))
-    return Decoded(seal.unseal(sealed, object_key), tuple(use), dict(rejected or {}))
+    return sealed
+
+
+def rebuild_pieces(
+    manifest: Manifest, bodies: Mapping[int, bytes], indices: Iterable[int]
+) -> dict[int, bytes]:
+    """The pieces of shards ``indices``, rebuilt from ``index -> body`` of k checked shards.
+
+    Each is checked against its root in the manifest before it is returned, so it can go out
+    under the owner's original header. Raises :class:`NotEnoughShards` or
+    :class:`IntegrityError` (the rebuilt bytes are not the object's).
+    """
+    again = erasure.encode(decode_sealed(manifest, bodies), manifest.k, manifest.n)
+    pieces = {}
+    for index in indices:
+        piece = again[index]
+        if len(piece) != manifest.piece_size:
+            raise IntegrityError(f"rebuilt piece {index} is not {manifest.piece_size} bytes")
+        if merkle.MerkleTree.from_body(piece, manifest.block_size).root != manifest.roots[index]:
+            raise IntegrityError(f"rebuilt piece {index} does not match its Merkle root")
+        pieces[index] = piece
+    return pieces

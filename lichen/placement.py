@@ -58,8 +58,8 @@ _PERSON_INDEX = b"lichen-place-i"
 class NotEnoughPeers(LocalProtocolError):
     """Fewer eligible peers (or domain slots) than shards were asked for.
 
-    ``needed`` is the number of shards asked for, ``available`` the most that could be placed.
-    Callers size ``n`` with :func:`max_placeable` first, so asking for more is their error.
+    ``needed`` is the number of shards asked for, ``available`` the most that could be placed
+    (what :func:`max_placeable` tells beforehand).
     """
 
     def __init__(self, message: str, *, needed: int, available: int) -> None:

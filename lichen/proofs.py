@@ -426,6 +426,20 @@ def verify(
     return ProofResult(challenge.epoch, challenge.holder_kid, tuple(outcomes), late)
 
 
+def read_echo(payload: bytes) -> tuple[int, bytes, bytes]:
+    """The (epoch, nonce, holder node id) a proof's payload echoes, read without its
+    signature: enough to find the challenge it answers, never to trust it (:func:`verify`
+    does that). :class:`MalformedMessage` or :class:`UnsupportedVersion` if unreadable."""
+    limits = cbor.Limits(
+        max_size=MAX_PROOF_SIZE,
+        max_depth=_PROOF_DEPTH,
+        max_items=_PROOF_MAX_ITEMS,
+        allowed_tags=frozenset(),
+    )
+    epoch, nonce, holder_kid, _ = _read_proof(payload, limits)
+    return epoch, nonce, holder_kid
+
+
 def _read_proof(payload: bytes, limits: cbor.Limits) -> tuple[int, bytes, bytes, list[Any]]:
     fields = wire.decode(payload, wire.Kind.PROOF, limits)
     epoch = fields.uint(2)

@@ -210,10 +210,10 @@ def plan_repairs(
     ``devices`` maps node id to view, ``in_progress`` holds the CIDs of objects whose repair
     was ordered and has not finished.
     """
-    gone = {
+    departed = {
         node_id: reason
         for node_id, device in devices.items()
-        if (reason := _gone(device, now, settings.repair_after)) is not None
+        if (reason := gone(device, now, settings.repair_after)) is not None
     }
     lost: list[LostShard] = []
     due: list[tuple[int, bytes, ObjectView, dict[int, list[str]]]] = []
@@ -223,7 +223,7 @@ def plan_repairs(
         for held in obj.placements:
             if held.state is not ShardState.LIVE:
                 continue
-            reason = gone.get(held.holder) if held.holder in devices else "unknown device"
+            reason = departed.get(held.holder) if held.holder in devices else "unknown device"
             if reason is not None:
                 lost.append(LostShard(obj.object_cid, held.index, held.holder, reason))
             else:
@@ -316,7 +316,7 @@ def _plan_one(
     )
 
 
-def _gone(device: DeviceView, now: float, repair_after: float) -> str | None:
+def gone(device: DeviceView, now: float, repair_after: float) -> str | None:
     """Why the device's shards are lost at ``now``, or None while they still count."""
     if device.revoked:
         return "revoked"

@@ -113,7 +113,8 @@ class Outcome(StrEnum):
     NOT_CHALLENGED = "not-challenged"
 
 
-_PAID_NOTHING = (State.PENALISED, State.EVICTED)
+PAID_NOTHING = frozenset({State.PENALISED, State.EVICTED})
+"""Standings that forfeit the pool share and are charged penalties instead."""
 
 
 @dataclass(frozen=True)
@@ -328,7 +329,7 @@ def epoch_rewards(
     weights = {
         node_id: tally.proven_bytes
         for node_id, tally in tallies.items()
-        if tally.after.state not in _PAID_NOTHING and tally.proven_bytes > 0
+        if tally.after.state not in PAID_NOTHING and tally.proven_bytes > 0
     }
     shares = split_pool(policy.pool, weights)
     total_weight = sum(weights.values())
@@ -343,7 +344,7 @@ def epoch_rewards(
                 f"share {_percent(weights[node_id], total_weight)} of pool {policy.pool:,}"
                 f" = {reward:,}"
             )
-        elif tally.outcome is not Outcome.NOT_CHALLENGED and tally.after.state not in _PAID_NOTHING:
+        elif tally.outcome is not Outcome.NOT_CHALLENGED and tally.after.state not in PAID_NOTHING:
             lines.append("no share of the pool: no storage proven")
         lines += tally.standing_lines
         devices.append(
@@ -475,13 +476,12 @@ def _tally(
             standing_lines.append(
                 f"passed every proof: standing {_standing(before)} -> {_standing(after)}"
             )
-    elif after.state in _PAID_NOTHING:
+    elif after.state in PAID_NOTHING:
         run = _plural(after.failures, "failing epoch")
+        penalty = penalty_for(outcome, after.state, failed, policy)
         if outcome is Outcome.NO_ANSWER:
-            penalty = policy.penalty_per_missed_answer
             charge = f"penalty for no answer {penalty:,}"
         else:
-            penalty = failed * policy.penalty_per_failed_item
             charge = f"penalty {failed} x {policy.penalty_per_failed_item:,} = {penalty:,}"
         if after.state is State.EVICTED:
             standing_lines.append(
@@ -510,6 +510,18 @@ def _tally(
         lines=tuple(lines),
         standing_lines=tuple(standing_lines),
     )
+
+
+def penalty_for(outcome: Outcome, after: State, items_failed: int, policy: RewardPolicy) -> int:
+    """A device's charge for an epoch: none unless it ends the epoch in a
+    :data:`PAID_NOTHING` standing; then per failed item, or once for a missed answer."""
+    if after not in PAID_NOTHING:
+        return 0
+    if outcome is Outcome.FAILED:
+        return items_failed * policy.penalty_per_failed_item
+    if outcome is Outcome.NO_ANSWER:
+        return policy.penalty_per_missed_answer
+    return 0
 
 
 def _outcome(proof: DeviceProof | None) -> Outcome:

@@ -205,6 +205,7 @@ class AuditSim:
         self.last_seen: dict[str, float] = dict.fromkeys(self.devices, self.clock.now())
         self.in_progress: dict[bytes, repair.RepairOrder] = {}
         self.records: list[bytes] = []
+        self._head: ledger.ChainHead | None = None
         self._answers: dict[str, tuple[bytes, float]] = {}
         self._open = False
         self._placements: dict[Key, Placement] = {}
@@ -285,8 +286,9 @@ class AuditSim:
         )
         self.standings = rewards.standings()
         if config.keep_ledger:
-            previous = self.records[-1] if self.records else None
-            self.records.append(ledger.make_record(self.hub, previous, rewards, started, judged))
+            record = ledger.make_record(self.hub, self._head, rewards, started, judged)
+            self.records.append(record)
+            self._head = ledger.ChainHead(self.epoch, started, ledger.record_hash(record))
         plan = (
             self._plan_repairs(judged, config.repair)
             if config.repair

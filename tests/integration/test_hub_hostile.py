@@ -36,12 +36,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edge_agent.mqtt import Message, MqttClient, settings_for
 from hub import config as hub_config
+from hub import service
 from hub.db import Database
 from hub.db_records import RewardRecord
-from hub.db_schema import ChallengeOutcome, PlacementState
+from hub.db_schema import ChallengeOutcome, PlacementState, RepairState
 from hub.service import LATE_GRACE, Hub
 from lichen import audit, cbor, cose, ledger, merkle, objects, proofs, shard, wire
-from lichen.hubmessages import Joined, Status, make_join, make_receipts
+from lichen.hubmessages import Joined, Repaired, Status, make_join, make_receipts
 from lichen.hubwire import Name, agent_subscriptions, open_from_hub, parse_topic, topic
 from lichen.identity import Identity
 from lichen.manifest import Receipt
@@ -416,7 +417,7 @@ def test_joins_unenrolled_keys_and_impostors_are_refused(tmp_path: Path, broker_
 
 
 def test_receipts_for_shards_never_placed_are_refused_or_parked(
-    tmp_path: Path, broker_url: str
+    tmp_path: Path, broker_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def scenario() -> None:
         async with (
@@ -497,6 +498,52 @@ def test_receipts_for_shards_never_placed_are_refused_or_parked(
             assert detail["shards_live"] == 0 and detail["held_bytes"] == 0
             shown = await get_json(hub, f"/api/objects/{later.cid_text}")
             assert shown["live"] == 1
+
+            # A receipt whose manifest never comes is dropped at an epoch's close once it has
+            # waited PARKED_TTL (here: no time at all), so it stops counting against the liar.
+            monkeypatch.setattr(service, "PARKED_TTL", 0.0)
+            await within(hub.run_epoch())
+            assert db.parked_count(liar.node_id) == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_repair_report_delivered_twice_counts_once(tmp_path: Path, broker_url: str) -> None:
+    """QoS 1 may deliver a report twice: the second changes nothing and is not counted."""
+
+    async def scenario() -> None:
+        async with (
+            running_hub(tmp_path, broker_url) as hub,
+            agents(hub.broker_url, "owner", "repairer") as a,
+        ):
+            db = db_of(hub)
+            owner, repairer = a["owner"], a["repairer"]
+            for agent in a.values():
+                assert (await agent.join()).accepted
+            encoded = make_object(owner.identity, 3, seed=6)
+            kids = [owner.identity.kid] * 3
+            await owner.publish(
+                Name.RECEIPTS,
+                make_receipts(owner.identity, [], [upload(owner.identity, encoded, kids)], now=0),
+            )
+            await owner.sync()
+            repair_id = db.create_repair(
+                encoded.cid_text, [0], repairer.node_id, [(0, owner.node_id)], time.time()
+            )
+            placed = ((0, owner.identity.kid),)
+            report = Repaired(repair_id, encoded.object_cid, placed, (), "", int(time.time()))
+            counts = await Refusals(hub).start()
+            signed = report.sign(repairer.identity)
+            await repairer.publish(Name.REPAIRED, signed)
+            await repairer.publish(Name.REPAIRED, signed)
+            await repairer.sync()
+            await counts.expect()
+            done = hub.metrics.registry.get_sample_value(
+                "lichen_hub_repairs_total", {"state": "done"}
+            )
+            assert done == 1
+            finished = db.get_repair(repair_id)
+            assert finished is not None and finished.state is RepairState.DONE
 
     asyncio.run(scenario())
 

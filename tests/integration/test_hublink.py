@@ -50,14 +50,8 @@ from lichen.hubwire import (
 )
 from lichen.identity import Identity, PublicIdentity, parse_node_id
 from lichen.messages import PeerInfo
-from tests.agents import AgentProc, mesh
-from tests.mosquitto import (
-    Mosquitto,
-    agent_account,
-    free_port,
-    hub_account,
-    require_mosquitto,
-)
+from tests.agents import AgentProc, free_port, mesh
+from tests.mosquitto import Mosquitto, agent_account, hub_account, require_mosquitto
 
 WAIT = 30.0
 HUB = Identity(bytes(range(32)))
@@ -486,7 +480,7 @@ def test_repair_order(tmp_path: Path) -> None:
             finally:
                 await client.close()
             assert fetched is not None and fetched.signed_header == headers[lost]
-            objects.check_shard(manifest, fetched.signed_header, fetched.body)
+            objects.check_shard(manifest, lost, fetched.signed_header, fetched.body)
             await logged(repairer, rf"hub: repair 7: placed \[{lost}\], failed \[\]")
             print(f"\nrepair of a 1 MiB object (k=2, n=3) took {took:.2f} s")
             await hub.client.disconnect()

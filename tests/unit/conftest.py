@@ -1,9 +1,9 @@
 """Fixtures shared by the unit tests.
 
 ``db``, for the tests of ``hub.db*``: an empty, migrated hub database, once on SQLite and
-once on PostgreSQL. Migrating takes most of a second, so each module migrates once: SQLite
-tests copy a migrated file, PostgreSQL tests empty the module's database (named after the
-module, so modules never share one).
+once on PostgreSQL (``sqlite_db``: on SQLite only). Migrating takes most of a second, so each
+module migrates once: SQLite tests copy a migrated file, PostgreSQL tests empty the module's
+database (named after the module, so modules never share one).
 """
 
 from __future__ import annotations
@@ -41,16 +41,22 @@ def pg_migrated(request: pytest.FixtureRequest) -> str:
     return url
 
 
+@pytest.fixture
+def sqlite_db(sqlite_template: Path, tmp_path: Path) -> Iterator[Database]:
+    """An empty, migrated SQLite database."""
+    shutil.copyfile(sqlite_template, tmp_path / DB_FILE)
+    with Database.open(default_url(tmp_path)) as database:
+        yield database
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+def db(request: pytest.FixtureRequest) -> Iterator[Database]:
     """An empty, migrated database of each kind."""
     if request.param == "sqlite":
-        shutil.copyfile(request.getfixturevalue("sqlite_template"), tmp_path / DB_FILE)
-        database = Database.open(default_url(tmp_path))
-    else:
-        database = Database.open(request.getfixturevalue("pg_migrated"))
+        yield request.getfixturevalue("sqlite_db")
+        return
+    with Database.open(request.getfixturevalue("pg_migrated")) as database:
         with database.engine.begin() as conn:
             for table in reversed(db_schema.metadata.sorted_tables):
                 conn.execute(table.delete())  # on tiny tables far quicker than TRUNCATE
-    yield database
-    database.close()
+        yield database

@@ -318,6 +318,8 @@ def test_items_whose_placement_went_away_are_not_counted() -> None:
     result = judge_answer(challenge, (answer, 0.0), DEVICE.public, remaining)
     assert result.items[0].reason == "unknown shard"
     assert (result.passed, result.failed, len(result.proof.items)) == (43, 0, 43)
+    assert not result.items[0].judged and result.judged == result.items[1:]
+    assert not result.forged
 
 
 def test_judge_feeds_the_rewards() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 
@@ -51,6 +52,8 @@ def test_values_are_read(tmp_path: Path) -> None:
         ("[discovery]\nstatic_peers = 'x'\n", "list of strings"),
         ("[discovery]\nstatic_peers = ['nohost']\n", "not 'host:port'"),
         ("[hub]\nurl = 'mqtt://hub'\n", "go together"),
+        ("[hub]\nurl = 'mqtt://hub'\ntoken = 'short'\n", "hub.token must be 16 to 256"),
+        (f"[hub]\nurl = 'mqtt://hub'\ntoken = '{'t' * 257}'\n", "hub.token must be 16 to 256"),
         ("[coap]\nudp_prot = 1\n", r"unknown key\(s\) in \[coap\]: udp_prot"),
         ("[cope]\n", r"unknown section\(s\): cope"),
         ("coap = 3\n", r"\[coap\] must be a table"),
@@ -75,6 +78,10 @@ def test_missing_binary_and_huge_files_are_refused(tmp_path: Path) -> None:
     huge.write_bytes(b"#" * (config.MAX_CONFIG_BYTES + 1))
     with pytest.raises(ConfigError, match="not a config file"):
         config.load(huge)
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer that never comes
+    with pytest.raises(ConfigError, match="not a config file"):
+        config.load(fifo)
 
 
 def test_replace_changes_one_section() -> None:

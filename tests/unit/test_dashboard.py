@@ -43,8 +43,7 @@ from lichen.identity import Identity
 from lichen.proofs import Reason
 from lichen.rewards import DeviceReward, Outcome, RewardPolicy, Standing, State, epoch_rewards
 from lichen.streamreport import ReportedReading, StreamFigures, StreamReport
-from tests.unit.test_hub_db import enroll, make_object, place, result
-from tests.unit.test_hub_db_views import bulk_mesh
+from tests.hubdb import bulk_mesh, enroll, make_object, place, result
 
 HUB = Identity(bytes(range(32)))
 T0 = 1_700_000_000.0
@@ -410,9 +409,12 @@ def seed(db: Database) -> Seeded:
         db.expire_challenges(epoch)  # pi never answers: warned
         out = epoch_rewards(epoch, 60, policy, db.proof_inputs(epoch), db.standings())
         previous = db.last_closed_epoch()
-        record = ledger.make_record(
-            HUB, previous.record if previous else None, out, start, start + 59
+        head = (
+            ledger.ChainHead(previous.epoch, previous.started, previous.record_hash)
+            if previous and previous.record_hash
+            else None
         )
+        record = ledger.make_record(HUB, head, out, start, start + 59)
         db.close_epoch(
             epoch,
             start + 59,
@@ -456,13 +458,6 @@ def seeded_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, See
 
 
 @pytest.fixture
-def empty_db(sqlite_template: Path, tmp_path: Path) -> Iterator[Database]:
-    shutil.copyfile(sqlite_template, tmp_path / DB_FILE)
-    with Database.open(default_url(tmp_path)) as database:
-        yield database
-
-
-@pytest.fixture
 def seeded(
     seeded_template: tuple[Path, Seeded], tmp_path: Path
 ) -> Iterator[tuple[Database, Seeded]]:
@@ -475,8 +470,8 @@ def seeded(
 # -- pages ---------------------------------------------------------------------------------
 
 
-def test_every_page_answers_on_an_empty_database(empty_db: Database) -> None:
-    app = dashboard_app(empty_db)
+def test_every_page_answers_on_an_empty_database(sqlite_db: Database) -> None:
+    app = dashboard_app(sqlite_db)
     targets = [*PAGES, *(f"/devices?show={f}" for f in FILTERS), "/devices?page=1"]
     for target in targets:
         full = get(app, target)
@@ -578,9 +573,9 @@ def test_hostile_reasons_are_escaped(seeded: tuple[Database, Seeded]) -> None:
     assert "Chain broken" in ledger_page  # the forged record does not verify
 
 
-def test_device_list_pages_keep_the_filter(empty_db: Database) -> None:
-    bulk_mesh(empty_db, 1, 120)  # 60 online: two pages of 50
-    app = dashboard_app(empty_db)
+def test_device_list_pages_keep_the_filter(sqlite_db: Database) -> None:
+    bulk_mesh(sqlite_db, 1, 120)  # 60 online: two pages of 50
+    app = dashboard_app(sqlite_db)
     first = get(app, "/devices?show=online").text
     assert first.count("<tr data-node=") == 50
     assert 'href="/devices?show=online&amp;page=2" rel="next"' in first
@@ -626,8 +621,8 @@ def test_unknown_device_is_a_404_page(seeded: tuple[Database, Seeded]) -> None:
         "/devices?show=%3Cscript%3E",
     ],
 )
-def test_bad_parameters_are_a_400_page(empty_db: Database, target: str) -> None:
-    app = dashboard_app(empty_db)
+def test_bad_parameters_are_a_400_page(sqlite_db: Database, target: str) -> None:
+    app = dashboard_app(sqlite_db)
     page = get(app, target)
     assert page.status == 400, page.text[:300]
     assert_full_page(page, live=False)
@@ -639,8 +634,8 @@ def test_bad_parameters_are_a_400_page(empty_db: Database, target: str) -> None:
 
 
 @pytest.mark.parametrize("target", ["/devices?page=2", "/ledger?page=2", "/streams?page=2"])
-def test_a_page_past_the_end_is_a_404(empty_db: Database, target: str) -> None:
-    assert get(dashboard_app(empty_db), target).status == 404
+def test_a_page_past_the_end_is_a_404(sqlite_db: Database, target: str) -> None:
+    assert get(dashboard_app(sqlite_db), target).status == 404
 
 
 class SilentDatabase(Database):
@@ -696,8 +691,8 @@ def test_the_end_of_an_outage_is_logged_once(
 @pytest.mark.parametrize(
     "query", ["limit=0", "limit=1001", "limit=abc", "offset=-1", "offset=1.5", "limit=1e3"]
 )
-def test_api_paging_refuses_bad_numbers(empty_db: Database, query: str) -> None:
-    answer = get(api.build_app(cast(Any, StubHub(empty_db))), f"/api/devices?{query}")
+def test_api_paging_refuses_bad_numbers(sqlite_db: Database, query: str) -> None:
+    answer = get(api.build_app(cast(Any, StubHub(sqlite_db))), f"/api/devices?{query}")
     assert answer.status == 400, query
     assert json.loads(answer.body)["error"]
 
@@ -738,8 +733,8 @@ def test_a_lost_database_file_is_a_503_everywhere(seeded: tuple[Database, Seeded
     assert answer.status == 503 and "not answering" in json.loads(answer.body)["error"]
 
 
-def test_static_files_are_served(empty_db: Database) -> None:
-    app = dashboard_app(empty_db)
+def test_static_files_are_served(sqlite_db: Database) -> None:
+    app = dashboard_app(sqlite_db)
     for name in vendored():
         answer = get(app, f"/static/vendor/{name}")
         assert answer.status == 200

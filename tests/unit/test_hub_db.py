@@ -24,9 +24,9 @@ from hub.db_reports import Health, health_of
 from hub.db_schema import ChallengeOutcome, PlacementState, RepairState
 from lichen import cid as cids
 from lichen.errors import ConfigError, LocalProtocolError, NotAuthorised
-from lichen.identity import Identity, node_id_bytes
+from lichen.identity import node_id_bytes
 from lichen.manifest import Manifest, Receipt
-from lichen.proofs import ItemOutcome, ProofResult, Reason
+from lichen.proofs import Reason
 from lichen.rewards import (
     DeviceReward,
     Outcome,
@@ -35,9 +35,10 @@ from lichen.rewards import (
     State,
     epoch_rewards,
 )
+from lichen.shard import leaf_count
+from tests.hubdb import FAR, enroll, ident, make_object, place, result, root
 from tests.pg import Cluster, pg_cluster, pg_database, pg_url  # noqa: F401  (fixtures)
 
-FAR = 2_000_000_000.0
 TABLES = {
     "devices",
     "objects",
@@ -68,52 +69,6 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return default_url(tmp_path)
     return str(request.getfixturevalue("pg_url"))
-
-
-def ident(i: int) -> Identity:
-    return Identity(bytes([i]) * 32)
-
-
-def enroll(db: Database, i: int, now: float = 1.0, name: str | None = None) -> str:
-    who = ident(i)
-    db.enroll_device(who.node_id, who.public.public_key, name or f"dev{i}", 1000, now)
-    return who.node_id
-
-
-def root(i: int, j: int) -> bytes:
-    return hashlib.sha256(b"%d/%d" % (i, j)).digest()
-
-
-def make_object(i: int, k: int = 2, n: int = 4, owner: int = 0) -> ObjectRecord:
-    return ObjectRecord(
-        cid=cids.text_of(b"object %d" % i),
-        owner=ident(owner).node_id,
-        manifest=b"signed manifest %d" % i,
-        codec="zfec-rs/1",
-        k=k,
-        n=n,
-        size=1000,
-        piece_size=500,
-        block_size=128,
-        roots=tuple(root(i, j) for j in range(n)),
-        created=10.0,
-        expiry=FAR,
-        label=f"file {i}",
-    )
-
-
-def place(db: Database, obj: ObjectRecord, index: int, holder: str, now: float = 5.0) -> None:
-    record = PlacementRecord(
-        obj.cid, index, holder, obj.roots[index], obj.piece_size, b"receipt", 4.0, FAR
-    )
-    db.add_placement(record, now)
-
-
-def result(epoch: int, who: int, obj: ObjectRecord, reasons: list[Reason]) -> ProofResult:
-    items = tuple(
-        ItemOutcome(cids.from_text(obj.cid), index, reason) for index, reason in enumerate(reasons)
-    )
-    return ProofResult(epoch, ident(who).kid, items, late=False)
 
 
 # -- migrations and opening -------------------------------------------------------------------
@@ -226,20 +181,6 @@ def test_presence_starts_and_clears_absence(db: Database) -> None:
     assert not db.mark_absent(ident(9).node_id, 1.0)
 
 
-def test_absent_holders_are_those_absent_long_enough_with_live_shards(db: Database) -> None:
-    a, b, c = enroll(db, 1), enroll(db, 2), enroll(db, 3)
-    obj = make_object(1)
-    db.record_object(obj, 1.0)
-    for index, holder in enumerate((a, b, c)):
-        place(db, obj, index, holder)
-    db.update_presence(a, online=False, now=100.0)
-    db.mark_absent(b, 200.0)
-    assert db.absent_holders(absent_since=150.0) == [a]
-    assert db.absent_holders(absent_since=200.0) == sorted([a, b])
-    assert db.mark_holder_lost(a, 300.0) == 1
-    assert db.absent_holders(absent_since=200.0) == [b]
-
-
 def test_standings_and_set_standing(db: Database) -> None:
     a, b = enroll(db, 1), enroll(db, 2)
     assert db.set_standing(b, Standing(State.PENALISED, 3))
@@ -335,7 +276,8 @@ def test_records_built_from_signed_manifest_and_receipt(db: Database) -> None:
     db.add_placement(PlacementRecord.from_receipt(receipt, signed_receipt), 151.0)
     (placement,) = db.device_placements(holder.node_id)
     assert (placement.cid, placement.shard_index, placement.root) == (record.cid, 1, root(1, 1))
-    assert placement.block_count == 2  # 19 bytes in 16-byte blocks
+    # 19 bytes in 16-byte blocks: what a challenge about it is drawn from
+    assert leaf_count(placement.piece_size, placement.block_size) == 2
     assert db.manifest(record.cid) == signed
     assert node_id_bytes(owner.public.public_key) == owner.kid
 
@@ -349,7 +291,12 @@ def test_placements_live_lost_and_renewed(db: Database) -> None:
     place(db, obj, 1, b)  # two holders of index 1 count once
     assert db.live_count(obj.cid) == 2
     assert db.held_bytes(a) == 1000 and db.held_bytes(b) == 500
-    assert [(p.shard_index, p.block_count) for p in db.device_placements(a)] == [(0, 4), (1, 4)]
+    held = db.device_placements(a)
+    assert [(p.shard_index, leaf_count(p.piece_size, p.block_size)) for p in held] == [
+        (0, 4),
+        (1, 4),
+    ]
+    assert db.live_placements_by_holder() == {a: held, b: db.device_placements(b)}
     assert db.mark_holder_lost(a, 7.0) == 2
     assert db.mark_holder_lost(a, 8.0) == 0
     assert db.live_count(obj.cid) == 1 and db.held_bytes(a) == 0
@@ -471,8 +418,8 @@ def test_challenges_answers_and_verdicts(db: Database) -> None:
         db.record_answer(1, c, bad, 72.0)  # b's result filed under c
     assert db.record_rejected(1, c, 73.0, "bad signature") is True
     assert db.record_rejected(1, c, 74.0, "again") is False
-    assert db.expire_challenges(1) == [d]
-    assert db.expire_challenges(1) == []
+    assert db.expire_challenges(1, absent_at=80.0) == [d]
+    assert db.expire_challenges(1, absent_at=85.0) == []
     rows = {r.device: r for r in db.epoch_challenges(1)}
     assert (rows[a].outcome, rows[a].items_passed, rows[a].items_failed) == (
         ChallengeOutcome.PASSED,
@@ -491,6 +438,29 @@ def test_challenges_answers_and_verdicts(db: Database) -> None:
         (0, True, "ok"),
         (1, False, "bad block"),
     ]
+    # An item on a shard the hub has no root for is no verdict: not kept.
+    assert [i.shard_index for i in db.proof_items(1, a)] == [0, 1]
+    # Only the device that did not answer became absent, at the expiry's time.
+    absent = {node: db.get_device(node).absent_since for node in (a, b, c, d)}  # type: ignore[union-attr]
+    assert absent == {a: None, b: None, c: None, d: 80.0}
+
+
+def test_an_epoch_opens_with_its_challenges_and_keeps_earlier_absences(db: Database) -> None:
+    a, b = enroll(db, 1), enroll(db, 2)
+    db.update_presence(a, online=False, now=10.0)  # absent since 10 already
+    sent = [(a, b"challenge a"), (b, b"challenge b")]
+    db.open_epoch(1, 60.0, 90.0, sent)
+    rows = db.epoch_challenges(1)
+    assert [(r.device, r.challenge, r.sent_at, r.deadline) for r in rows] == sorted(
+        (node, signed, 60.0, 90.0) for node, signed in sent
+    )
+    assert all(r.outcome is ChallengeOutcome.PENDING for r in rows)
+    with pytest.raises(LocalProtocolError):
+        db.open_epoch(2, 120.0, 150.0, [(a, b"x"), (a, b"twice")])
+    assert db.get_epoch(2) is None  # all or nothing
+    assert db.expire_challenges(1, absent_at=95.0) == sorted([a, b])
+    assert db.get_device(a).absent_since == 10.0  # type: ignore[union-attr]
+    assert db.get_device(b).absent_since == 95.0  # type: ignore[union-attr]
 
 
 def test_epoch_close_writes_rewards_and_standings(db: Database) -> None:
@@ -557,9 +527,8 @@ def test_failed_answer_rolls_back_the_verdict(db: Database) -> None:
     db.record_object(obj, 1.0)
     db.open_epoch(1, 0.0, 30.0)
     db.record_challenge(1, a, b"c", 1.0, 30.0)
-    twice = ProofResult(
-        1, ident(1).kid, (ItemOutcome(cids.from_text(obj.cid), 0, Reason.OK),) * 2, False
-    )
+    once = result(1, 1, obj, [Reason.OK])
+    twice = dataclasses.replace(once, items=once.items * 2)
     with pytest.raises(LocalProtocolError):
         db.record_answer(1, a, twice, 5.0)  # the same item twice breaks the primary key
     challenge = db.get_challenge(1, a)

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from hub.db import Database
+from hub.db_base import MAX_PAGE
 from hub.db_schema import readings, stream_counts, streams
 from hub.db_streams import (
     FUTURE_SLACK,
@@ -18,9 +19,14 @@ from hub.db_streams import (
     Reading,
 )
 from lichen.errors import LocalProtocolError
-from lichen.streamreport import ReportedReading, StreamFigures, StreamReport
-from tests.pg import Cluster, pg_cluster, pg_database, pg_url  # noqa: F401  (fixtures)
-from tests.unit.test_hub_db import enroll, ident
+from lichen.streamreport import (
+    MAX_REPORT_READINGS_PER_STREAM,
+    MAX_REPORT_STREAMS,
+    ReportedReading,
+    StreamFigures,
+    StreamReport,
+)
+from tests.hubdb import enroll, ident
 
 T0 = 1_700_000_000.0
 
@@ -109,7 +115,7 @@ def test_duplicates_are_stored_once(db: Database) -> None:
 def test_readings_are_pruned_to_the_newest_kept(db: Database) -> None:
     dev = enroll(db, 1)
     other = enroll(db, 2)
-    per = 32
+    per = MAX_REPORT_READINGS_PER_STREAM
     rounds = READINGS_KEPT // per + 2
     for i in range(rounds):
         batch = temps(per, T0 + i * per)
@@ -169,13 +175,15 @@ def test_streams_per_device_are_bounded(db: Database, caplog: pytest.LogCaptureF
     other = enroll(db, 2)
     names = [f"s{i:03d}" for i in range(MAX_STREAMS_PER_DEVICE + 10)]
     with caplog.at_level(logging.WARNING, logger="lichen.hub"):
-        for start in range(0, len(names), 64):
-            figures = [StreamFigures(n, 1, None) for n in names[start : start + 64]]
+        for start in range(0, len(names), MAX_REPORT_STREAMS):
+            batch = names[start : start + MAX_REPORT_STREAMS]
+            figures = [StreamFigures(n, 1, None) for n in batch]
             db.record_stream_report(dev, report(*figures), T0)
     assert f"device {dev} keeps {MAX_STREAMS_PER_DEVICE} streams already" in caplog.text
-    assert "s256" in caplog.text
-    assert db.list_streams(1000, 0).total == MAX_STREAMS_PER_DEVICE
-    assert db.get_stream(dev, "s256") is None
+    first_refused = names[MAX_STREAMS_PER_DEVICE]
+    assert first_refused in caplog.text
+    assert db.list_streams(MAX_PAGE, 0).total == MAX_STREAMS_PER_DEVICE
+    assert db.get_stream(dev, first_refused) is None
     # Known streams still update, with their readings; other devices have their own room.
     db.record_stream_report(dev, report(StreamFigures("s000", 9, T0, temps(1))), T0 + 1)
     known = db.get_stream(dev, "s000")
@@ -224,7 +232,7 @@ def test_bad_calls_are_local_errors(db: Database) -> None:
         db.record_stream_report("not a node id", message, T0)
     with pytest.raises(LocalProtocolError):
         db.record_stream_report(dev, message, math.nan)
-    for limit, offset in [(0, 0), (1001, 0), (1, -1)]:
+    for limit, offset in [(0, 0), (MAX_PAGE + 1, 0), (1, -1)]:
         with pytest.raises(LocalProtocolError):
             db.list_streams(limit, offset)
     with pytest.raises(LocalProtocolError):

@@ -6,17 +6,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert
+from sqlalchemy import event
 
 from hub.db import Database
 from hub.db_base import MAX_PAGE
-from hub.db_schema import ChallengeOutcome, challenges, devices, epochs, rewards
 from hub.db_views import RECENT_EPOCHS, DeviceFilter, DeviceRow, EpochFigures
 from lichen.errors import LocalProtocolError
 from lichen.proofs import Reason
 from lichen.rewards import DeviceReward, Outcome, Standing, State
-from tests.pg import Cluster, pg_cluster, pg_database, pg_url  # noqa: F401  (fixtures)
-from tests.unit.test_hub_db import enroll, ident, make_object, result
+from tests.hubdb import bulk_mesh, enroll, ident, make_object, result
 
 OK, BAD, GONE = Reason.OK, Reason.BAD_BLOCK, Reason.MISSING
 
@@ -319,79 +317,6 @@ def test_epoch_figures_refuses_bad_counts(db: Database, last: int) -> None:
 
 
 # -- a page costs the same few queries however long the list ---------------------------------
-
-EPOCHS = (1, 2, 3)
-
-
-def bulk_mesh(db: Database, first: int, count: int) -> None:
-    """``count`` devices (every fifth warned) with a proof round and a reward each epoch."""
-    numbers = range(first, first + count)
-    with db.engine.begin() as conn:
-        if first == 1:
-            conn.execute(
-                insert(epochs),
-                [{"epoch": e, "started": e * 60.0, "deadline": e * 60.0 + 30} for e in EPOCHS],
-            )
-            conn.execute(
-                epochs.update().where(epochs.c.epoch < 3).values(closed_at=1000.0, record=b"r")
-            )
-        conn.execute(
-            insert(devices),
-            [
-                {
-                    "node_id": ident(i).node_id,
-                    "public_key": ident(i).public.public_key,
-                    "name": f"dev{i:03d}",
-                    "enrolled_at": 1.0,
-                    "online": i % 2 == 0,
-                    "capacity_bytes": 1000,
-                    "used_bytes": i,
-                    "standing_state": State.WARNED.value if i % 5 == 0 else State.OK.value,
-                    "standing_failures": 1 if i % 5 == 0 else 0,
-                }
-                for i in numbers
-            ],
-        )
-        conn.execute(
-            insert(challenges),
-            [
-                {
-                    "epoch": e,
-                    "device": ident(i).node_id,
-                    "challenge": b"c",
-                    "sent_at": e * 60.0,
-                    "deadline": e * 60.0 + 30,
-                    "outcome": ChallengeOutcome.PASSED.value,
-                    "items_passed": 2,
-                    "items_failed": 0,
-                    "detail": "",
-                }
-                for i in numbers
-                for e in EPOCHS
-            ],
-        )
-        conn.execute(
-            insert(rewards),
-            [
-                {
-                    "epoch": e,
-                    "device": ident(i).node_id,
-                    "outcome": (Outcome.FAILED if i % 5 == 0 else Outcome.PASSED).value,
-                    "proven_bytes": 0,
-                    "items_passed": 2,
-                    "items_failed": 0,
-                    "reward": i,
-                    "penalty": 0,
-                    "before_state": "ok",
-                    "before_failures": 0,
-                    "after_state": "ok",
-                    "after_failures": 0,
-                    "explanation": [f"epoch {e}"],
-                }
-                for i in numbers
-                for e in EPOCHS[:2]
-            ],
-        )
 
 
 def count_statements(db: Database, limit: int, which: DeviceFilter) -> tuple[int, int]:

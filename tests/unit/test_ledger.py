@@ -19,7 +19,7 @@ from lichen.errors import (
     UnsupportedVersion,
 )
 from lichen.identity import Identity
-from lichen.ledger import LedgerError, make_record, open_record, verify_ledger
+from lichen.ledger import ChainHead, LedgerError, make_record, open_record, verify_ledger
 from lichen.rewards import (
     DeviceProof,
     EpochRewards,
@@ -50,13 +50,14 @@ def chain(epochs: int = 5) -> tuple[list[bytes], list[EpochRewards]]:
     records: list[bytes] = []
     results: list[EpochRewards] = []
     standings: dict[str, Standing] = {}
-    previous: bytes | None = None
+    previous: ChainHead | None = None
     for epoch in range(1, epochs + 1):
         proofs = {"a": passing(), "b": failing(), "c": passing(3)}
         result = epoch_rewards(epoch, LENGTH, POLICY, proofs, standings)
         started = START + (epoch - 1) * LENGTH
-        previous = make_record(HUB, previous, result, started, started + LENGTH)
-        records.append(previous)
+        record = make_record(HUB, previous, result, started, started + LENGTH)
+        previous = ChainHead(epoch, started, ledger.record_hash(record))
+        records.append(record)
         results.append(result)
         standings = result.standings()
     return records, results
@@ -139,7 +140,7 @@ def test_an_evicted_device_may_start_again() -> None:
     first = epoch_rewards(1, LENGTH, policy, {"a": passing()}, {"b": Standing(State.EVICTED, 3)})
     second = epoch_rewards(2, LENGTH, policy, {"a": passing(), "b": passing()}, {})
     one = make_record(HUB, None, first, START, START + 1)
-    two = make_record(HUB, one, second, START + 1, START + 2)
+    two = make_record(HUB, open_record(one, HUB.public).head, second, START + 1, START + 2)
     assert verify_ledger([one, two], HUB.public).records == 2
 
 
@@ -350,14 +351,21 @@ def test_truncated_and_oversize_records_are_refused() -> None:
 
 
 def test_make_record_refuses_bad_calls() -> None:
+    head = open_record(RECORDS[0], HUB.public).head
+    assert head == ChainHead(1, START, ledger.record_hash(RECORDS[0]))
     with pytest.raises(LocalProtocolError, match="cannot follow"):
-        make_record(HUB, RECORDS[0], RESULTS[2], START, START)
-    with pytest.raises(LocalProtocolError, match="not a record of this hub"):
-        make_record(OTHER, RECORDS[0], RESULTS[1], START, START)
+        make_record(HUB, head, RESULTS[2], START, START)
+    with pytest.raises(LocalProtocolError, match="32 bytes"):
+        make_record(HUB, dataclasses.replace(head, digest=b"short"), RESULTS[1], START, START)
+    # make_record trusts the head its hub kept; chaining onto another hub's record is caught
+    # where chains are checked.
+    foreign = make_record(OTHER, head, RESULTS[1], START, START)
+    with pytest.raises(LedgerError):
+        verify_ledger([RECORDS[0], foreign], HUB.public)
     with pytest.raises(LocalProtocolError, match="close before"):
         make_record(HUB, None, RESULTS[0], START, START - 1)
     with pytest.raises(LocalProtocolError, match="starts before"):
-        make_record(HUB, RECORDS[0], RESULTS[1], START - 1, START)
+        make_record(HUB, head, RESULTS[1], START - 1, START)
     for bad in (float("nan"), -1, True):
         with pytest.raises(LocalProtocolError):
             make_record(HUB, None, RESULTS[0], bad, START)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
@@ -142,3 +143,19 @@ def test_owner_reads_with_the_master_key_alone() -> None:
         manifest_of(encoded), fetched(encoded, (0, 2)), lambda n: seal.object_key(master, n)
     )
     assert result.plaintext == b"owner data"
+
+
+def test_lost_pieces_are_rebuilt_byte_identical_and_checked_against_the_roots() -> None:
+    encoded = encode(b"e" * 4000)
+    manifest = manifest_of(encoded)
+    good = {i: encoded.shards[i].body for i in (1, 3, 4)}
+    rebuilt = objects.rebuild_pieces(manifest, good, [0, 2])
+    assert rebuilt == {0: encoded.shards[0].body, 2: encoded.shards[2].body}
+    other = manifest_of(encode(b"f" * 4000))
+    lying = dataclasses.replace(
+        manifest, roots=(manifest.roots[0], other.roots[0], *manifest.roots[2:])
+    )
+    with pytest.raises(IntegrityError, match="piece 1 does not match its Merkle root"):
+        objects.rebuild_pieces(lying, good, [0, 1])
+    with pytest.raises(NotEnoughShards):
+        objects.rebuild_pieces(manifest, {1: good[1]}, [0])

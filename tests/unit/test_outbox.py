@@ -13,7 +13,7 @@ from edge_agent.store import ShardStore
 from lichen import cbor, holder, hubmessages, messages, objects
 from lichen.errors import BadSignature, IntegrityError, LocalProtocolError, MalformedMessage
 from lichen.identity import Identity
-from lichen.manifest import open_receipt
+from lichen.manifest import open_manifest, open_receipt
 
 ME = Identity(bytes(range(32)))
 OTHER = Identity(bytes(range(1, 33)))
@@ -173,7 +173,36 @@ def test_only_our_own_manifests_with_matching_headers_are_kept(tmp_path: Path) -
         decode_owned(cbor.encode({"m": signed}), ME.public)
     with pytest.raises(MalformedMessage):
         decode_owned(b"\x82" + b"\x00" * (outbox_mod.MAX_OWNED_SIZE + 1), ME.public)
-    assert decode_owned(encode_owned(signed, headers), ME.public) == (signed, tuple(headers))
+    upload = decode_owned(encode_owned(signed, headers), ME.public)
+    assert (upload.signed, upload.headers) == (signed, tuple(headers))
+    assert upload.manifest == open_manifest(signed)
+
+
+def test_a_stored_receipt_whose_signature_is_not_ours_is_replaced(tmp_path: Path) -> None:
+    # make_receipts does not check the batch again: what the outbox offers must verify as ours.
+    store, box = open_box(tmp_path)
+    obj = encoded(owner=OTHER)
+    stored = bytearray(hold(store, obj, 0, receipt=False))
+    stored[-1] ^= 1  # the store keeps it: it checks the framing and fields, not the signature
+    store.put_receipt(bytes(stored), obj.object_cid, 0, ME.kid)
+    box.use_hub(HUB_A)
+    ((_, signed),) = box.pending(NOW).receipts
+    assert signed != bytes(stored)
+    assert open_receipt(signed, ME.public).root == obj.shards[0].header.root
+
+
+def test_an_owned_file_is_checked_once_not_every_send_round(tmp_path: Path) -> None:
+    _, box = open_box(tmp_path)
+    obj = encoded()
+    box.keep_owned(*owned(obj))
+    box.use_hub(HUB_A)
+    first = box.pending(NOW).manifests
+    path = tmp_path / "hub" / outbox_mod.OWNED_DIR / obj.cid_text
+    path.write_bytes(b"damaged after it was checked")
+    assert box.pending(NOW).manifests == first  # not read again while it is unsent
+    _, box = open_box(tmp_path)  # a restart reads (and checks) it again
+    box.use_hub(HUB_A)
+    assert not box.pending(NOW) and not path.exists()
 
 
 def test_mark_sent_before_a_hub_is_a_bug(tmp_path: Path) -> None:
