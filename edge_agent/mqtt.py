@@ -83,16 +83,19 @@ def parse_broker_url(url: str) -> BrokerAddress:
     """``mqtt://[user[:password]@]host[:port]`` as a :class:`BrokerAddress`; ConfigError."""
     try:
         parts = urllib.parse.urlsplit(url)
-        port = parts.port or DEFAULT_PORT
+        port = DEFAULT_PORT if parts.port is None else parts.port
     except ValueError as exc:
         raise ConfigError(f"bad broker URL {url!r}: {exc}") from exc
     if parts.scheme != "mqtt":
         raise ConfigError(f"broker URL {url!r}: only mqtt:// is supported")
-    if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
+    host = parts.hostname
+    if not host or any(c.isspace() for c in host) or not 1 <= port <= 65535:
+        raise ConfigError(f"broker URL {url!r}: expected mqtt://[user[:password]@]host[:port]")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ConfigError(f"broker URL {url!r}: expected mqtt://[user[:password]@]host[:port]")
     unquote = urllib.parse.unquote
     return BrokerAddress(
-        parts.hostname,
+        host,
         port,
         unquote(parts.username) if parts.username is not None else None,
         unquote(parts.password) if parts.password is not None else None,

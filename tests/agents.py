@@ -20,9 +20,9 @@ import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from edge_agent.agent import free_port as agent_free_port
 from tests.netns import Namespace
@@ -37,12 +37,91 @@ def free_port() -> int:
     return agent_free_port("127.0.0.1")
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
+def env() -> dict[str, str]:
+    """The environment for a ``lichen`` child: this tree importable, output unbuffered."""
+    variables = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+    variables["PYTHONPATH"] = root + os.pathsep + variables.get("PYTHONPATH", "")
+    variables["PYTHONUNBUFFERED"] = "1"
+    return variables
+
+
+class LogWatcher:
+    """What one process writes to stderr, line by line: wait for a line, count lines.
+
+    A thread moves lines from the pipe to a queue; waiting takes them off it into
+    :attr:`lines`, so a wait ends the moment its line is written.
+    """
+
+    def __init__(self, proc: subprocess.Popen[str], name: str) -> None:
+        assert proc.stderr is not None
+        self.name = name
+        self.lines: list[str] = []
+        self.ended = False  # the process closed its stderr (it exited)
+        # Each process has its own queue: the reader of a killed process may still be draining
+        # its pipe, and must not end the next process's log.
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, args=(proc.stderr, self._queue), daemon=True).start()
+
+    @staticmethod
+    def _pump(stderr: IO[str], lines: queue.Queue[str | None]) -> None:
+        for line in stderr:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    def _take(self, timeout: float) -> bool:
+        """Move one line into :attr:`lines`, waiting up to ``timeout`` seconds for it; False
+        when none came or the log has ended."""
+        if self.ended:
+            return False
+        try:
+            line = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return False
+        if line is None:
+            self.ended = True
+            return False
+        self.lines.append(line)
+        return True
+
+    def mark(self) -> int:
+        """A place in the log: waits with ``since=`` look only at lines after it."""
+        while self._take(0):
+            pass
+        return len(self.lines)
+
+    def wait(self, pattern: str | re.Pattern[str], timeout: float = WAIT, *, since: int = 0) -> int:
+        """The index in :attr:`lines` of the first line from ``since`` on matching ``pattern``;
+        fail with the log if none comes before the process exits or ``timeout`` passes."""
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        at = since
+        while True:
+            while at < len(self.lines):
+                if regex.search(self.lines[at]):
+                    return at
+                at += 1
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._take(remaining):
+                raise AssertionError(
+                    f"{self.name} never logged {regex.pattern!r}"
+                    f" ({'exited' if self.ended else 'timed out'}); its log:\n"
+                    + "\n".join(self.lines[-40:])
+                )
+
+    def wait_for(
+        self, pattern: str | re.Pattern[str], timeout: float = WAIT, *, since: int = 0
+    ) -> re.Match[str]:
+        """The match of the first line from ``since`` on matching ``pattern`` (see :meth:`wait`)."""
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        match = regex.search(self.lines[self.wait(regex, timeout, since=since)])
+        assert match is not None
+        return match
+
+    def count(self, pattern: str) -> int:
+        """How many lines so far match ``pattern``."""
+        self.mark()
+        return sum(1 for line in self.lines if re.search(pattern, line))
 
 
 @dataclass
@@ -54,8 +133,8 @@ class AgentProc:
     namespace: Namespace | None = None
     node_id: str = ""
     proc: subprocess.Popen[str] | None = None
-    lines: list[str] = field(default_factory=list)
-    _queue: queue.Queue[str | None] = field(default_factory=queue.Queue)
+    log: LogWatcher | None = None  # the running (or last) process's stderr
+    verbose: bool = False  # run with ``lichen -v``: debug lines too
 
     def argv(self, command: Sequence[str]) -> list[str]:
         """``command`` as run in this agent's namespace (if any)."""
@@ -78,7 +157,7 @@ class AgentProc:
             ),
             capture_output=True,
             text=True,
-            env=_env(),
+            env=env(),
             timeout=WAIT,
             check=True,
         )
@@ -104,73 +183,39 @@ class AgentProc:
     def start(self) -> None:
         """Run the agent and wait until it says it is ready."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
-        self.lines = []
-        self._queue = queue.Queue()
+        verbose = ["-v"] if self.verbose else []
         self.proc = subprocess.Popen(
-            self.argv([*LICHEN, self.role, "run", "--data-dir", str(self.data_dir)]),
+            self.argv([*LICHEN, *verbose, self.role, "run", "--data-dir", str(self.data_dir)]),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            env=_env(),
+            env=env(),
         )
-        # Each process gets its own queue: the reader of a killed process may still be
-        # draining its pipe, and must not end the new process's log.
-        threading.Thread(target=self._pump, args=(self.proc, self._queue), daemon=True).start()
+        self.log = LogWatcher(self.proc, f"{self.role} {self.node_id[:8]}")
         self.wait_for(self.ready)
 
-    @staticmethod
-    def _pump(proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.put(line.rstrip("\n"))
-        lines.put(None)
+    @property
+    def lines(self) -> list[str]:
+        """The log of the running (or last) process so far."""
+        return self.log.lines if self.log is not None else []
+
+    def _log(self) -> LogWatcher:
+        assert self.log is not None, f"{self.role} never started"
+        return self.log
 
     def mark(self) -> int:
         """A place in the log: :meth:`wait_for` with ``since=`` looks only at lines after it."""
-        self.count("$^")  # drains what is already queued into self.lines
-        return len(self.lines)
+        return self._log().mark()
 
     def wait_for(
         self, pattern: str | re.Pattern[str], timeout: float = WAIT, *, since: int = 0
     ) -> re.Match[str]:
         """The first log line from ``since`` on matching ``pattern``; fail with the log if none."""
-        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
-        for old in self.lines[since:]:
-            match = regex.search(old)
-            if match:
-                return match
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            line: str | None
-            try:
-                line = self._queue.get(timeout=max(0.0, remaining))
-            except queue.Empty:
-                line = None
-                remaining = 0
-            if line is None:
-                raise AssertionError(
-                    f"agent {self.node_id[:8]} never logged {regex.pattern!r}"
-                    f" ({'exited' if remaining > 0 else 'timed out'}); its log:\n"
-                    + "\n".join(self.lines[-40:])
-                )
-            self.lines.append(line)
-            match = regex.search(line)
-            if match:
-                return match
+        return self._log().wait_for(pattern, timeout, since=since)
 
     def count(self, pattern: str) -> int:
-        """How many log lines so far match ``pattern`` (drains what is already queued)."""
-        while True:
-            try:
-                line = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if line is None:
-                self._queue.put(None)
-                break
-            self.lines.append(line)
-        return sum(1 for line in self.lines if re.search(pattern, line))
+        """How many log lines so far match ``pattern``."""
+        return self._log().count(pattern)
 
     def cli(
         self, *args: str, check: bool = True, input: bytes | None = None
@@ -179,7 +224,7 @@ class AgentProc:
         result = subprocess.run(
             self.argv([*LICHEN, *args, "--data-dir", str(self.data_dir)]),
             capture_output=True,
-            env=_env(),
+            env=env(),
             timeout=120,
             input=input,
         )
@@ -260,7 +305,7 @@ class HubProc(AgentProc):
             ],
             capture_output=True,
             text=True,
-            env=_env(),
+            env=env(),
             timeout=WAIT,
             check=True,
         )

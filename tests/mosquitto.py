@@ -16,19 +16,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import queue
 import re
 import shutil
-import socket
 import subprocess
-import threading
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 import pytest
+
+from tests.agents import LogWatcher, free_port
 
 START_TIMEOUT = 10.0  # seconds: a last resort, startup ends on the "running" log line
 RUNNING = re.compile(r"mosquitto version \S+ running")
@@ -82,13 +80,6 @@ def agent_account(node_id: str, password: str) -> Account:
     )
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the broker may still lose a race for it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Mosquitto:
     """One Mosquitto process; use as a context manager."""
@@ -99,10 +90,13 @@ class Mosquitto:
     use_mosquitto_passwd: bool = True
     """False: write the password file ourselves even when mosquitto_passwd is installed."""
     port: int = 0
-    lines: list[str] = field(default_factory=list)
+    log: LogWatcher | None = None  # the running (or last) broker's stderr
     _process: subprocess.Popen[str] | None = None
-    _queue: queue.Queue[str | None] = field(default_factory=queue.Queue)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def lines(self) -> list[str]:
+        """The log of the running (or last) broker so far."""
+        return self.log.lines if self.log is not None else []
 
     @property
     def url(self) -> str:
@@ -188,54 +182,24 @@ class Mosquitto:
             text=True,
         )
         self._process = process
-        self._queue = queue.Queue()
-        threading.Thread(target=self._read_log, args=(process,), daemon=True).start()
-        if self._wait_running():
-            self.port = port
-            return True
-        process.wait(timeout=5)
-        self._process = None
-        return False
-
-    def _read_log(self, process: subprocess.Popen[str]) -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            with self._lock:
-                self.lines.append(line.rstrip("\n"))
-            self._queue.put(line)
-        self._queue.put(None)
-
-    def _wait_running(self) -> bool:
-        deadline = time.monotonic() + START_TIMEOUT
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                line = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                break
-            if line is None:
-                return False  # the process exited
-            if RUNNING.search(line):
-                return True
-        raise RuntimeError("mosquitto did not report running:\n" + "\n".join(self.lines[-30:]))
+        self.log = LogWatcher(process, "mosquitto")
+        try:
+            self.log.wait(RUNNING, START_TIMEOUT)
+        except AssertionError:
+            if not self.log.ended:  # timed out: the error shows the log
+                process.kill()
+                raise
+            process.wait(timeout=5)
+            self._process = None
+            return False
+        self.port = port
+        return True
 
     def wait_for_log(self, pattern: str, timeout: float = START_TIMEOUT) -> str:
-        """The first log line (seen so far or to come) matching ``pattern``; fails on timeout."""
-        regex = re.compile(pattern)
-        seen = 0
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._lock:
-                lines = self.lines[seen:]
-                seen += len(lines)
-            for line in lines:
-                if regex.search(line):
-                    return line
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no mosquitto log line matches {pattern!r}")
-            try:
-                self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                continue
+        """The first line the running broker has logged or logs (since its latest start)
+        matching ``pattern``; fails on timeout."""
+        assert self.log is not None, "mosquitto never started"
+        return self.log.lines[self.log.wait(pattern, timeout)]
 
     def stop(self) -> None:
         """Stop the broker (SIGTERM, then SIGKILL if it lingers)."""

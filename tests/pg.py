@@ -22,7 +22,6 @@ import pwd
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+
+from tests.agents import free_port
 
 SUPERUSER = "lichen"
 START_TIMEOUT = 60  # seconds pg_ctl waits for the server to accept connections
@@ -63,12 +64,6 @@ def find_bin_dir() -> Path | None:
         if (path / "initdb").exists() and (path / "pg_ctl").exists()
     ]
     return max(found, key=version) if found else None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _server_user() -> pwd.struct_passwd | None:
@@ -138,10 +133,6 @@ class Cluster:
         self.run_sql("postgres", "CREATE DATABASE {} STRATEGY FILE_COPY", name=name)
         return self.url(name)
 
-    def drop_database(self, name: str) -> None:
-        """Drop a database, disconnecting anyone still in it."""
-        self.run_sql("postgres", "DROP DATABASE IF EXISTS {} WITH (FORCE)", name=name)
-
     def stop(self) -> None:
         """Stop the server at once (nothing in it is worth a clean shutdown)."""
         self.run("pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "stop")
@@ -177,7 +168,7 @@ def _init(bin_dir: Path, user: pwd.struct_passwd | None) -> Cluster:
 
 
 def _start(cluster: Cluster) -> bool:
-    cluster.port = _free_port()
+    cluster.port = free_port()
     options = [f"-p {cluster.port}", f"-k {cluster.root}"]
     options += [f"-c {setting}" for setting in SERVER_SETTINGS]
     done = cluster.run(

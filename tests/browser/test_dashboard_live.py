@@ -20,10 +20,10 @@ from pathlib import Path
 import aiocoap
 import pytest
 from aiocoap import Code, Message
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, expect
 
 from tests.agents import AgentProc, HubProc, mesh
-from tests.browser.conftest import WIDTHS, screenshot
+from tests.browser.conftest import WIDTHS, Watcher, new_hub, screenshot
 from tests.mosquitto import Mosquitto, require_mosquitto
 
 EPOCH = 3.0
@@ -62,33 +62,12 @@ def _holders(agents: list[AgentProc], address: str) -> list[AgentProc]:
     return [a for a in agents if list((a.data_dir / "store" / "shards").glob(f"{address}.*.shard"))]
 
 
-class Watcher:
-    """A page whose JavaScript errors are collected, with a marker that a reload would wipe."""
-
-    def __init__(self, page: Page, base: str) -> None:
-        self.page, self.base = page, base
-        self.errors: list[str] = []
-        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
-        page.on(
-            "console", lambda msg: self.errors.append(msg.text) if msg.type == "error" else None
-        )
-
-    def open(self, path: str) -> None:
-        response = self.page.goto(self.base + path)
-        assert response is not None and response.status == 200, (path, response)
-        self.page.evaluate("window.lichenMarker = 'not reloaded'")
-
-    def not_reloaded(self) -> None:
-        assert self.page.evaluate("window.lichenMarker") == "not reloaded"
-
-
 @pytest.fixture
 def community(tmp_path: Path) -> Iterator[tuple[HubProc, list[AgentProc], str]]:
     """A hub on Mosquitto with five agents joined and a file stored (k=2, n=4)."""
     require_mosquitto()
     with Mosquitto(tmp_path / "mosquitto") as broker:
-        hub = HubProc(tmp_path / "hub", 0)
-        hub.init_hub("--broker", broker.url)
+        hub = new_hub(tmp_path, "--broker", broker.url)
         for section, key, value in [
             ("epochs", "length", EPOCH),
             ("epochs", "answer_within", 1.5),
@@ -96,8 +75,6 @@ def community(tmp_path: Path) -> Iterator[tuple[HubProc, list[AgentProc], str]]:
             ("rewards", "penalise_after", 2),
             ("rewards", "evict_after", 6),
             ("repair", "after", 600.0),  # the victim keeps its placements (and keeps failing)
-            ("http", "refresh", 1.0),
-            ("http", "bind", '"127.0.0.1"'),
         ]:
             hub.configure(section, key, str(value))
         hub.start()
@@ -183,8 +160,8 @@ def test_the_dashboard_follows_the_mesh_without_reloading(
 
     # A device that lost its shards: warned first, then penalised, with the reasons.
     watcher.open(f"/devices/{victim.node_id}")
-    for path in (victim.data_dir / "store" / "shards").glob("*.shard"):
-        path.unlink()
+    for shard_file in (victim.data_dir / "store" / "shards").glob("*.shard"):
+        shard_file.unlink()
     warned = page.locator(".banner.warned")
     expect(warned).to_contain_text("Warning", timeout=WATCH)
     expect(warned).to_contain_text(re.compile(r"failed", re.I))

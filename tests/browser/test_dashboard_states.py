@@ -10,42 +10,31 @@ from __future__ import annotations
 
 import json
 import re
-import statistics
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, Page, expect
 
+from hub.dashboard import DEVICES_PER_PAGE
 from hub.db import Database, default_url
 from lichen.identity import Identity
 from lichen.rewards import Standing, State
-from tests.agents import HubProc, free_port
-from tests.browser.conftest import WIDTHS, screenshot
+from tests.agents import HubProc
+from tests.browser.conftest import WIDTHS, Watcher, new_hub, screenshot, viewport
 from tests.pg import Cluster, pg_cluster, pg_database, pg_url  # noqa: F401  (fixtures)
 
 DEVICES = 500
-PER_PAGE = 50  # hub.dashboard.DEVICES_PER_PAGE
+PAGES = -(-DEVICES // DEVICES_PER_PAGE)
 GiB = 1 << 30
 NOW = time.time()
 POLL = 15_000  # ms an expect() may wait for a live part to change (refresh is 1 s)
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def new_hub(tmp_path: Path, *extra: str) -> HubProc:
-    """An initialised hub on loopback, embedded broker, live parts refreshed every second."""
-    hub = HubProc(tmp_path / "hub", 0)
-    hub.init_hub("--mqtt-port", str(free_port()), *extra)
-    hub.configure("http", "bind", '"127.0.0.1"')
-    hub.configure("http", "refresh", "1")
-    hub.configure("mqtt", "bind", '"127.0.0.1"')
-    return hub
 
 
 def url(hub: HubProc, path: str) -> str:
@@ -59,30 +48,6 @@ def fetch(hub: HubProc, path: str) -> tuple[int, bytes]:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
-
-
-@contextmanager
-def viewport(browser: Browser, width: str) -> Iterator[BrowserContext]:
-    """A fresh browser context at one of conftest's WIDTHS."""
-    w, h = WIDTHS[width]
-    context = browser.new_context(viewport={"width": w, "height": h})
-    try:
-        yield context
-    finally:
-        context.close()
-
-
-def watch_errors(page: Page) -> list[str]:
-    """Uncaught exceptions and console errors of ``page``, as they happen."""
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
-    page.on(
-        "console",
-        lambda msg: (
-            errors.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None
-        ),
-    )
-    return errors
 
 
 def wait_for_refresh(page: Page) -> None:
@@ -118,11 +83,10 @@ def test_empty_hub(browser: Browser, tmp_path: Path) -> None:
     try:
         for width in WIDTHS:
             with viewport(browser, width) as context:
-                page = context.new_page()
-                errors = watch_errors(page)
+                watcher = Watcher(context.new_page(), url(hub, ""))
+                page = watcher.page
                 for name, path, selector, text in EMPTY_PAGES:
-                    response = page.goto(url(hub, path))
-                    assert response is not None and response.status == 200, (path, response)
+                    watcher.open(path)
                     expect(page.locator(selector)).to_contain_text(text)
                     wait_for_refresh(page)  # a live swap too, not just the first render
                     expect(page.locator(selector)).to_contain_text(text)
@@ -149,7 +113,7 @@ def test_empty_hub(browser: Browser, tmp_path: Path) -> None:
                         expect(page.locator("[data-chart]")).to_have_count(0)
                     assert_fits(page)
                     screenshot(page, f"empty-{name}-{width}")
-                assert errors == [], errors
+                assert watcher.errors == [], watcher.errors
         assert hub.running
     finally:
         hub.kill()
@@ -209,31 +173,20 @@ def test_many_devices(browser: Browser, tmp_path: Path) -> None:
         # The hub changes no presence on start: what was seeded is what it shows.
         assert (api_online, api_offline) == (counts["online"], counts["offline"])
 
-        timings = []
-        for _ in range(10):
-            started = time.perf_counter()
-            status, body = fetch(hub, "/devices")
-            timings.append(time.perf_counter() - started)
-            assert status == 200 and count_text(1, 50, DEVICES).encode() in body
-        print(
-            f"\n/devices with {DEVICES} devices: median {statistics.median(timings) * 1000:.1f} ms,"
-            f" max {max(timings) * 1000:.1f} ms over {len(timings)} GETs"
-            f" (page 10: {_time(hub, '/devices?page=10') * 1000:.1f} ms,"
-            f" overview: {_time(hub, '/') * 1000:.1f} ms)"
-        )
-
         for width in WIDTHS:
             with viewport(browser, width) as context:
-                page = context.new_page()
-                errors = watch_errors(page)
+                watcher = Watcher(context.new_page(), url(hub, ""))
+                page, errors = watcher.page, watcher.errors
                 rows = page.locator("table.devices tbody tr")
                 pager = page.locator("nav.pager").first
 
                 response = page.goto(url(hub, "/devices"))
                 assert response is not None and response.status == 200
-                expect(pager.locator(".count")).to_have_text(count_text(1, 50, DEVICES))
-                expect(rows).to_have_count(PER_PAGE)
-                expect(pager).to_contain_text("Page 1 of 10")
+                expect(pager.locator(".count")).to_have_text(
+                    count_text(1, DEVICES_PER_PAGE, DEVICES)
+                )
+                expect(rows).to_have_count(DEVICES_PER_PAGE)
+                expect(pager).to_contain_text(f"Page 1 of {PAGES}")
                 expect(rows.first.locator("th a")).to_have_text("attic-003")
                 assert_fits(page)
                 screenshot(page, f"many-devices-{width}")
@@ -243,27 +196,35 @@ def test_many_devices(browser: Browser, tmp_path: Path) -> None:
 
                 pager.get_by_role("link", name="Next").click()
                 expect(page).to_have_url(re.compile(r"/devices\?page=2$"))
-                expect(pager.locator(".count")).to_have_text(count_text(51, 100, DEVICES))
-                expect(rows).to_have_count(PER_PAGE)
+                expect(pager.locator(".count")).to_have_text(
+                    count_text(DEVICES_PER_PAGE + 1, 2 * DEVICES_PER_PAGE, DEVICES)
+                )
+                expect(rows).to_have_count(DEVICES_PER_PAGE)
 
                 pager.get_by_role("link", name="Last").click()
-                expect(page).to_have_url(re.compile(r"/devices\?page=10$"))
-                expect(pager.locator(".count")).to_have_text(count_text(451, 500, DEVICES))
-                expect(rows).to_have_count(PER_PAGE)
+                expect(page).to_have_url(re.compile(rf"/devices\?page={PAGES}$"))
+                expect(pager.locator(".count")).to_have_text(
+                    count_text(DEVICES - DEVICES_PER_PAGE + 1, DEVICES, DEVICES)
+                )
+                expect(rows).to_have_count(DEVICES_PER_PAGE)
                 wait_for_refresh(page)  # the live part polls its own page, not page 1
-                expect(pager.locator(".count")).to_have_text(count_text(451, 500, DEVICES))
+                expect(pager.locator(".count")).to_have_text(
+                    count_text(DEVICES - DEVICES_PER_PAGE + 1, DEVICES, DEVICES)
+                )
 
                 page.goto(url(hub, "/devices"))
                 page.get_by_role("navigation", name="Show devices").get_by_role(
                     "link", name="Offline"
                 ).click()
                 expect(page).to_have_url(re.compile(r"/devices\?show=offline$"))
-                expect(pager.locator(".count")).to_have_text(count_text(1, 50, api_offline))
+                expect(pager.locator(".count")).to_have_text(
+                    count_text(1, DEVICES_PER_PAGE, api_offline)
+                )
                 expect(page.locator("tr[data-online=true]")).to_have_count(0)
                 pager.get_by_role("link", name="Last").click()
-                pages = -(-api_offline // PER_PAGE)
+                pages = -(-api_offline // DEVICES_PER_PAGE)
                 expect(page).to_have_url(re.compile(rf"/devices\?show=offline&page={pages}$"))
-                first = (pages - 1) * PER_PAGE + 1
+                first = (pages - 1) * DEVICES_PER_PAGE + 1
                 expect(pager.locator(".count")).to_have_text(
                     count_text(first, api_offline, api_offline)
                 )
@@ -284,10 +245,10 @@ def test_many_devices(browser: Browser, tmp_path: Path) -> None:
                 )
                 assert_fits(page)
 
-                response = page.goto(url(hub, "/devices?page=11"))
+                response = page.goto(url(hub, f"/devices?page={PAGES + 1}"))
                 assert response is not None and response.status == 404
                 expect(page.get_by_role("alert")).to_contain_text(
-                    "there is no page 11: the list has 10"
+                    f"there is no page {PAGES + 1}: the list has {PAGES}"
                 )
                 response = page.goto(url(hub, "/devices?page=abc"))
                 assert response is not None and response.status == 400
@@ -312,13 +273,6 @@ def test_many_devices(browser: Browser, tmp_path: Path) -> None:
         assert hub.running
     finally:
         hub.kill()
-
-
-def _time(hub: HubProc, path: str) -> float:
-    started = time.perf_counter()
-    status, _ = fetch(hub, path)
-    assert status == 200, path
-    return time.perf_counter() - started
 
 
 # -- 3. the database goes away and comes back ------------------------------------------------
@@ -352,23 +306,20 @@ def test_database_unreachable(
     name = pg_url.rsplit("/", 1)[1]
     hub = new_hub(tmp_path, "--database", pg_url)
     hub.start()
-    contexts: list[BrowserContext] = []
-    try:
-        pages: dict[str, Page] = {}
+    with ExitStack() as cleanup:
+        cleanup.callback(hub.kill)  # last, after the browser contexts close
+        watchers: dict[str, Watcher] = {}
         for width in WIDTHS:
-            w, h = WIDTHS[width]
-            context = browser.new_context(viewport={"width": w, "height": h})
-            contexts.append(context)
-            page = context.new_page()
-            response = page.goto(url(hub, "/"))
-            assert response is not None and response.status == 200
-            expect(page.locator("[data-figure=devices]")).to_have_text("0")
-            page.evaluate("window.__marker = 1")
-            pages[width] = page
+            context = cleanup.enter_context(viewport(browser, width))
+            watcher = Watcher(context.new_page(), url(hub, ""))
+            watcher.open("/")
+            expect(watcher.page.locator("[data-figure=devices]")).to_have_text("0")
+            watchers[width] = watcher
 
         try:
             set_connections(pg_cluster, name, allowed=False)
-            for width, page in pages.items():
+            for width, watcher in watchers.items():
+                page = watcher.page
                 banner = page.locator("#unavailable")
                 expect(banner).to_be_visible(timeout=POLL)
                 expect(banner).to_contain_text("The database is not answering")
@@ -376,12 +327,12 @@ def test_database_unreachable(
                 expect(banner).to_contain_text("OperationalError")
                 expect(banner).not_to_contain_text("accepting connections")
                 expect(page.locator("[data-figure=devices]")).to_have_count(0)
-                assert page.evaluate("window.__marker") == 1, "the page was reloaded"
+                watcher.not_reloaded()
                 wait_for_refresh(page)  # and it keeps polling
                 assert_fits(page)
                 screenshot(page, f"db-down-{width}")
 
-            fresh = contexts[0].new_page()
+            fresh = watchers["desktop"].page.context.new_page()
             response = fresh.goto(url(hub, "/devices"))
             assert response is not None and response.status == 503
             expect(fresh.locator("#unavailable")).to_contain_text("The database is not answering")
@@ -396,17 +347,13 @@ def test_database_unreachable(
         finally:
             set_connections(pg_cluster, name, allowed=True)
 
-        for page in pages.values():
-            expect(page.locator("#unavailable")).to_have_count(0, timeout=POLL)
-            expect(page.locator("[data-figure=devices]")).to_have_text("0")
-            assert page.evaluate("window.__marker") == 1, "the page was reloaded"
+        for watcher in watchers.values():
+            expect(watcher.page.locator("#unavailable")).to_have_count(0, timeout=POLL)
+            expect(watcher.page.locator("[data-figure=devices]")).to_have_text("0")
+            watcher.not_reloaded()
         status, health = json_of(fetch(hub, "/healthz"))
         assert status == 200 and health["database"] is True, health
         assert hub.running
-    finally:
-        for context in contexts:
-            context.close()
-        hub.kill()
 
 
 def test_epochs_resume_after_database_outage(

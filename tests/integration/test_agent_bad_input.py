@@ -37,9 +37,9 @@ from edge_agent import datapath
 from edge_agent.coap_client import AgentClient
 from edge_agent.discovery import build_txt
 from lichen import cbor, cid, cose, erasure, identity, messages, placement, seal, shard
-from lichen.errors import BadSignature
+from lichen.errors import BadSignature, MalformedMessage
+from lichen.holder import receipt_for
 from lichen.identity import Identity, PublicIdentity
-from lichen.manifest import Receipt
 from tests import netns
 from tests.agents import AgentProc, free_port, mesh
 
@@ -307,16 +307,7 @@ class FakeHolder:
                 offer = messages.ShardTransfer.decode(request.payload, 1 << 20)
                 header = shard.open_shard(offer.signed_header, offer.body).header
                 named = fake.proves if fake.forge_kid else fake.signs
-                receipt = Receipt(
-                    object_cid=header.object_cid,
-                    index=header.index,
-                    root=header.root,
-                    piece_size=header.piece_size,
-                    expiry=header.expiry,
-                    accepted_at=int(time.time()),
-                    holder=named.kid,
-                    owner=header.owner_identity.kid,
-                )
+                receipt = receipt_for(header, named, int(time.time()))
                 if fake.forge_kid:
                     signed = forged_sign1(receipt.to_payload(), fake.proves.kid, fake.signs)
                 else:
@@ -502,7 +493,7 @@ def _core_verdict(res: str, body: bytes) -> str:
             messages.HelloRequest.decode(body)
         else:
             messages.ShardTransfer.decode(body, MAX_BODY)
-    except Exception as exc:  # the decoder's own words are the expected diagnostic
+    except MalformedMessage as exc:  # what the decoders document: its words are the diagnostic
         return str(exc)
     raise AssertionError(f"{body.hex()} decodes")
 

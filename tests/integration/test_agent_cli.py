@@ -13,11 +13,11 @@ from pathlib import Path
 import aiocoap
 from aiocoap import Code, Message
 
-from tests.agents import LICHEN, AgentProc, _env, free_port, mesh
+from tests.agents import LICHEN, AgentProc, env, free_port, mesh
 
 
 def lichen(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*LICHEN, *args], capture_output=True, text=True, env=_env(), timeout=60)
+    return subprocess.run([*LICHEN, *args], capture_output=True, text=True, env=env(), timeout=60)
 
 
 def test_init_creates_private_keys_and_a_commented_config(tmp_path: Path) -> None:
@@ -59,7 +59,7 @@ def test_busy_port_exits_with_a_clear_message(tmp_path: Path) -> None:
             [*LICHEN, "agent", "run", "--data-dir", str(second.data_dir)],
             capture_output=True,
             text=True,
-            env=_env(),
+            env=env(),
             timeout=60,
         )
         assert result.returncode == 2

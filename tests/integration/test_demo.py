@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 
-from tests.agents import LICHEN, _env, free_port
+from tests.agents import LICHEN, env, free_port
 
 
 def test_demo_runs_and_prints_a_summary() -> None:
@@ -13,7 +13,7 @@ def test_demo_runs_and_prints_a_summary() -> None:
         [*LICHEN, "demo", "--agents", "3", "--duration", "25", "--http-port", str(free_port())],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=env(),
         timeout=240,
     )
     out = result.stdout

@@ -3,17 +3,18 @@
 One agent's operator shares reading values (``[streams] share_readings = true``): its stream
 reaches the hub with its count and its numeric readings. The other does not: the hub learns
 its stream's name and count, and no value. Readings go in over CoAP as a sensor sends them;
-the test polls the hub's SQLite database (with a deadline) until the figures are there.
+the test follows the hub's log of each stream report it stores (``lichen -v``: they are
+debug lines) and looks at the hub's SQLite database after each.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
+import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiocoap
 from aiocoap import Code, Message
@@ -21,9 +22,6 @@ from aiocoap import Code, Message
 from hub.db import Database, default_url
 from tests.agents import WAIT, HubProc, mesh
 from tests.mosquitto import Mosquitto, require_mosquitto
-
-T = TypeVar("T")
-POLL = 0.1  # seconds between looks at the database while waiting for a report
 
 
 async def _post(port: int, stream: str, records: list[dict[str, Any]]) -> None:
@@ -42,20 +40,26 @@ async def _post(port: int, stream: str, records: list[dict[str, Any]]) -> None:
         await context.shutdown()
 
 
-def _until(what: str, probe: Callable[[], T | None]) -> T:
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        found = probe()
-        if found is not None:
-            return found
-        time.sleep(POLL)
-    raise AssertionError(f"the hub's database never showed {what}")
+def _until_reported(hub: HubProc, node_id: str, since: int, done: Callable[[int], bool]) -> None:
+    """Follow the hub's log of ``node_id``'s stream reports from ``since`` on until ``done``
+    (given the readings stored so far) holds, looked at once after each report is stored."""
+    report = re.compile(rf"streams from {node_id}: \d+ streams, (\d+) of \d+ readings stored")
+    assert hub.log is not None
+    stored = 0
+    while True:
+        at = hub.log.wait(report, since=since)
+        match = report.search(hub.log.lines[at])
+        assert match is not None
+        stored += int(match[1])
+        if done(stored):
+            return
+        since = at + 1
 
 
 def test_stream_figures_reach_the_hub(tmp_path: Path) -> None:
     require_mosquitto()
     with Mosquitto(tmp_path / "mosquitto") as broker:
-        hub = HubProc(tmp_path / "hub", 0)
+        hub = HubProc(tmp_path / "hub", 0, verbose=True)  # its stream reports log at debug
         hub.init_hub("--broker", broker.url)
         hub.configure("http", "bind", '"127.0.0.1"')
         hub.start()
@@ -71,6 +75,7 @@ def test_stream_figures_reach_the_hub(tmp_path: Path) -> None:
                 for agent in (sharing, private):
                     hub.wait_for(rf"device {agent.node_id} \(.*\) enrolled")
 
+                since = hub.mark()
                 temps = [{"n": "kitchen", "u": "Cel", "v": 20 + i / 4} for i in range(5)]
                 # A text value is stored by the agent but is no figure for a chart.
                 asyncio.run(
@@ -79,16 +84,19 @@ def test_stream_figures_reach_the_hub(tmp_path: Path) -> None:
                 asyncio.run(_post(private.port, "garden", [{"n": "soil", "v": 0.3}] * 3))
 
                 with Database.open(default_url(hub.data_dir)) as db:
-                    shared = _until(
-                        "the shared stream with its six readings",
-                        lambda: (
-                            s
-                            if (s := db.get_stream(sharing.node_id, "kitchen.temp"))
+                    # All five numbers stored, and the report that carried them had the count.
+                    _until_reported(
+                        hub,
+                        sharing.node_id,
+                        since,
+                        lambda stored: (
+                            stored >= 5
+                            and (s := db.get_stream(sharing.node_id, "kitchen.temp")) is not None
                             and s.readings_total == 6
-                            and len(db.stream_readings(sharing.node_id, "kitchen.temp")) == 5
-                            else None
                         ),
                     )
+                    shared = db.get_stream(sharing.node_id, "kitchen.temp")
+                    assert shared is not None
                     values = db.stream_readings(sharing.node_id, "kitchen.temp")
                     assert [(r.name, r.value, r.unit) for r in values] == [
                         ("kitchen", 20 + i / 4, "Cel") for i in range(5)
@@ -96,15 +104,18 @@ def test_stream_figures_reach_the_hub(tmp_path: Path) -> None:
                     assert shared.latest == values[-1]
                     assert shared.newest_at is not None and shared.newest_at >= values[-1].at
 
-                    hidden = _until(
-                        "the private stream's count",
-                        lambda: (
-                            s
-                            if (s := db.get_stream(private.node_id, "garden"))
+                    # A private report's log line shows no count: look after each one.
+                    _until_reported(
+                        hub,
+                        private.node_id,
+                        since,
+                        lambda _: (
+                            (s := db.get_stream(private.node_id, "garden")) is not None
                             and s.readings_total == 3
-                            else None
                         ),
                     )
+                    hidden = db.get_stream(private.node_id, "garden")
+                    assert hidden is not None
                     assert hidden.latest is None and hidden.newest_at is not None
                     assert db.stream_readings(private.node_id, "garden") == ()
                     listed = db.list_streams(10, 0)

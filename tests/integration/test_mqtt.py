@@ -377,14 +377,15 @@ def test_reconnects_after_the_broker_restarts(tmp_path: Path) -> None:
                 a.client.on_connection(ups.put_nowait)
                 await asyncio.to_thread(broker.stop)
                 assert [await within(ups.get()), await within(ups.get())] == [False, False]
-                # A QoS 1 publish while the broker is away waits in paho's queue.
-                queued = asyncio.create_task(
-                    a.client.publish(topic(A.node_id, Name.STATUS), a.status().sign(A))
-                )
-                await asyncio.sleep(0)
-                assert not queued.done()
+                # A QoS 1 publish while the broker is away waits in paho's queue: the restarted
+                # broker (whose log starts empty) receives it from A once A reconnects.
+                status = topic(A.node_id, Name.STATUS)
+                queued = asyncio.create_task(a.client.publish(status, a.status().sign(A)))
                 await asyncio.to_thread(broker.start_on, broker.port)
                 assert [await within(ups.get()), await within(ups.get())] == [True, True]
+                await asyncio.to_thread(
+                    broker.wait_for_log, f"Received PUBLISH from lichen-{A.node_id} .*'{status}'"
+                )
                 await within(queued)  # acknowledged by the restarted broker
                 # persistence is off: the sessions are new, so the subscriptions were renewed.
                 await a.publish_status()
@@ -430,9 +431,12 @@ def test_messages_kept_while_away_reach_a_route_set_before_connecting(tmp_path: 
         await sender.disconnect()
         got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         back = MqttClient(settings_for(broker.url, "agent-a"))
-        await back.subscribe(
-            "lichen/v1/a/challenge", lambda m: got.done() or got.set_result(m.payload)
-        )
+
+        def keep(message: Message) -> None:
+            if not got.done():
+                got.set_result(message.payload)
+
+        await back.subscribe("lichen/v1/a/challenge", keep)
         await back.connect()
         try:
             return await asyncio.wait_for(got, 10)

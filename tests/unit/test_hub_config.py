@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.mqtt import BrokerAddress, parse_broker_url
 from hub import config
 from lichen.errors import ConfigError
 
@@ -34,6 +35,42 @@ def test_bad_values_are_refused(tmp_path: Path, text: str, why: str) -> None:
     path.write_text(text)
     with pytest.raises(ConfigError, match=why):
         config.load(path)
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("mqtts://broker.example:8883", "only mqtt:// is supported"),  # no TLS client
+        ("broker.example:1883", "only mqtt:// is supported"),
+        ("mqtt://broker.example/lichen", "expected mqtt://"),  # a path
+        ("mqtt://broker.example?x=1", "expected mqtt://"),
+        ("mqtt://broker.example#top", "expected mqtt://"),
+        ("mqtt://:1883", "expected mqtt://"),  # no host
+        ("mqtt://user@:1883", "expected mqtt://"),
+        ("mqtt://", "expected mqtt://"),
+        ("mqtt://broker.example:99999", "bad broker URL .*out of range"),
+        ("mqtt://broker.example:port", "bad broker URL"),
+        ("mqtt://broker.example:-1", "bad broker URL"),
+        ("mqtt://[::1", "bad broker URL .*IPv6"),
+        ("mqtt://broker.example:0", "expected mqtt://"),  # was taken as 1883
+        ("mqtt://bro ker:1883", "expected mqtt://"),
+    ],
+)
+def test_bad_broker_urls_are_refused(tmp_path: Path, url: str, why: str) -> None:
+    with pytest.raises(ConfigError, match=why):
+        parse_broker_url(url)
+    path = tmp_path / "hub.toml"
+    path.write_text(f"[mqtt]\nbroker_url = '{url}'\n")
+    with pytest.raises(ConfigError, match=why):
+        config.load(path)
+
+
+def test_a_broker_url_with_credentials_is_accepted(tmp_path: Path) -> None:
+    url = "mqtt://hub:p%40ss@broker.example:1884"
+    assert parse_broker_url(url) == BrokerAddress("broker.example", 1884, "hub", "p@ss")
+    path = tmp_path / "hub.toml"
+    path.write_text(f"[mqtt]\nbroker_url = '{url}'\n")
+    assert config.load(path).mqtt.broker_url == url
 
 
 def test_missing_file_names_the_init_command(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ built from them (edge_agent.streams, lichen.streamreport.stream_report)."""
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from lichen.streamreport import (
 
 ME = Identity(bytes(range(32)))
 T0 = 1_700_000_000.0
+WAIT = 30.0  # seconds: a last resort should a thread die; every wait ends on an event
 
 
 async def _seal(name: str, pack: bytes, seq: int) -> bytes:
@@ -104,20 +106,32 @@ def test_after_a_restart_counts_and_newest_come_from_disk(tmp_path: Path) -> Non
 def test_snapshots_while_appends_run_in_threads(tmp_path: Path) -> None:
     store = open_store(tmp_path)
     threads, per = 4, 25
+    # Every append stops half done (durable, not yet counted) until a snapshot has been taken,
+    # so each snapshot overlaps an append for certain; appends to other streams go on meanwhile.
+    held: queue.Queue[threading.Event] = queue.Queue()
     seen: list[int] = []
+
+    def hold() -> None:
+        go = threading.Event()
+        held.put(go)
+        go.wait(WAIT)
 
     def write(name: str) -> None:
         for i in range(per):
-            store.append(name, [temp(T0 + i)])
+            store.append(name, [temp(T0 + i)], on_durable=hold)
 
     workers = [threading.Thread(target=write, args=(f"s{i % 2}",)) for i in range(threads)]
     for worker in workers:
         worker.start()
-    while any(w.is_alive() for w in workers):
+    for _ in range(threads * per):
+        go = held.get(timeout=WAIT)
         seen.append(sum(s.readings for s in store.snapshot()))
+        go.set()
     for worker in workers:
         worker.join()
     assert seen == sorted(seen)  # counts never go back
+    # The n-th snapshot counts at most the n appends let go before it, not the one held.
+    assert all(count <= n for n, count in enumerate(seen)), seen
     assert {s.name: s.readings for s in store.snapshot()} == {"s0": 2 * per, "s1": 2 * per}
     store.close()
 
