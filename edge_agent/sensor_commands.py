@@ -60,11 +60,10 @@ def _agent_address(given: str | None, data_dir: Path) -> str:
     return ""
 
 
-def board_config(
-    name: str, stream_name: str, key: bytes, agent: str, token: bytes | None
-) -> dict[str, Any]:
-    """The ``lichen.json`` a board running ``firmware/sensor`` reads."""
-    config: dict[str, Any] = {
+def board_config(name: str, stream_name: str, key: bytes, agent: str) -> dict[str, Any]:
+    """The ``lichen.json`` a board running ``firmware/sensor`` reads. No token: the board
+    MACs every reading, and a token would only put a bearer secret on the air for nothing."""
+    return {
         "kid": name,
         "stream": stream_name,
         "key": key.hex(),
@@ -73,9 +72,6 @@ def board_config(
         "driver": "simulated",
         "wifi": {"ssid": "", "password": ""},
     }
-    if token is not None:
-        config["token"] = token_text(token)
-    return config
 
 
 def sensor_add(args: argparse.Namespace) -> int:
@@ -85,7 +81,7 @@ def sensor_add(args: argparse.Namespace) -> int:
     token = new_secret() if args.token else None
     sensor = registry.add(args.name, args.stream, key=key, token=token, now=int(time.time()))
     agent = _agent_address(args.agent, args.data_dir)
-    config = board_config(sensor.name, sensor.stream, key, agent, token)
+    config = board_config(sensor.name, sensor.stream, key, agent)
     text = json.dumps(config, indent=1) + "\n"
     if args.output:
         fsutil.write_secret(args.output, text.encode())

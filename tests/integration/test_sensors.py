@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -49,7 +50,9 @@ class Enrolled:
 def enroll(agent: AgentProc, name: str, stream: str = STREAM, *extra: str) -> Enrolled:
     out = agent.cli("sensor", "add", name, "--stream", stream, *extra).stdout.decode()
     config = json.loads(out[out.index("{") :])
-    return Enrolled(name, bytes.fromhex(config["key"]), config.get("token"))
+    assert "token" not in config  # the board MACs its readings; a token is for stock clients
+    token = re.search(r"^token: (\S+)$", out, re.MULTILINE)
+    return Enrolled(name, bytes.fromhex(config["key"]), token.group(1) if token else None)
 
 
 def reading(sensor: Enrolled, counter: int, value: float, *, key: bytes | None = None) -> bytes:
