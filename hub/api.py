@@ -14,6 +14,7 @@ import dataclasses
 import enum
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
@@ -181,17 +182,41 @@ def build_app(hub: Hub) -> Starlette:
     return Starlette(routes=routes)
 
 
-async def serve(hub: Hub, bind: str, port: int) -> tuple[uvicorn.Server, int]:
-    """Serve the API on ``bind``:``port`` (0: any free port); return the server and its port."""
+HTTP_STOP_TIMEOUT = 5
+"""Seconds a stopping hub gives open HTTP requests to finish."""
+
+
+@dataclass
+class HttpServer:
+    """The running HTTP server: its port, and how to stop it."""
+
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+    port: int
+
+    async def stop(self) -> None:
+        """Stop accepting, let open requests finish (bounded), and wait until it has ended."""
+        self.server.should_exit = True
+        await self.task
+
+
+async def serve(hub: Hub, bind: str, port: int) -> HttpServer:
+    """Serve the dashboard and API on ``bind``:``port`` (0: any free port)."""
     config = uvicorn.Config(
-        build_app(hub), host=bind, port=port, log_level="warning", lifespan="off"
+        build_app(hub),
+        host=bind,
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        timeout_graceful_shutdown=HTTP_STOP_TIMEOUT,
     )
     server = uvicorn.Server(config)
     task = asyncio.get_running_loop().create_task(server.serve())
+    # uvicorn has no event for "listening": its flag is polled until it is set.
     while not server.started:
         if task.done():
             task.result()  # raises why it could not start (a busy port, say)
             raise OSError(f"HTTP server on {bind}:{port} stopped at once")
         await asyncio.sleep(0.01)
     sockets = [s for server_ in server.servers for s in server_.sockets]
-    return server, int(sockets[0].getsockname()[1])
+    return HttpServer(server, task, int(sockets[0].getsockname()[1]))

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import exc as sa_exc
 
@@ -63,6 +63,9 @@ from lichen.manifest import (
     open_manifest,
     parse_receipt_unverified,
 )
+
+if TYPE_CHECKING:
+    from hub.api import HttpServer
 
 log = logging.getLogger("lichen.hub")
 
@@ -135,7 +138,7 @@ class Hub:
         self.broker_url = config.mqtt.broker_url
         self.http_port = 0
         self._open: _OpenEpoch | None = None
-        self._http: Any = None
+        self._http: HttpServer | None = None
         self.epochs_run = asyncio.Event()
         self.log = NodeLog(log, identity.node_id)
         self._tasks = BackgroundTasks(self.log, "hub")
@@ -164,9 +167,8 @@ class Hub:
             await self.mqtt.subscribe(pattern, self._on_message)
         from hub import api
 
-        self._http, self.http_port = await api.serve(
-            self, self.config.http.bind, self.config.http.port
-        )
+        self._http = await api.serve(self, self.config.http.bind, self.config.http.port)
+        self.http_port = self._http.port
         if epoch_loop:
             self._tasks.spawn(self._epoch_loop())
         await asyncio.to_thread(
@@ -187,7 +189,7 @@ class Hub:
         """Stop the loop and close everything."""
         await self._tasks.cancel_all()
         if self._http is not None:
-            self._http.should_exit = True
+            await self._http.stop()
         if self.mqtt is not None:
             await self.mqtt.disconnect()
         if self.broker is not None:
