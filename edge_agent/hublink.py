@@ -66,13 +66,19 @@ from lichen.errors import (
 from lichen.hubmessages import (
     ChallengeMessage,
     Joined,
-    RepairOrder,
     Status,
     make_join,
     make_receipts,
     receipt_batches,
 )
-from lichen.hubwire import Name, agent_subscriptions, open_from_hub, parse_topic, topic
+from lichen.hubwire import (
+    CheckedRepair,
+    Name,
+    agent_subscriptions,
+    open_from_hub,
+    parse_topic,
+    topic,
+)
 from lichen.identity import PUBLIC_KEY_SIZE, Identity, PublicIdentity
 from lichen.streamreport import stream_report
 
@@ -389,7 +395,7 @@ class HubLink:
             await self._on_joined(opened)
         elif isinstance(opened, ChallengeMessage):
             await self._answer(opened)
-        elif isinstance(opened, RepairOrder):
+        elif isinstance(opened, CheckedRepair):
             self._start_repair(opened)
         else:
             self.log.warning("hub: nothing to do with %s on %s", type(opened).__name__, name)
@@ -433,17 +439,21 @@ class HubLink:
             time.monotonic() - started,
         )
 
-    def _start_repair(self, order: RepairOrder) -> None:
-        if order.repair_id in self._repairing:
-            self.log.info("hub: repair %d is already under way", order.repair_id)
+    def _start_repair(self, checked: CheckedRepair) -> None:
+        repair_id = checked.order.repair_id
+        if repair_id in self._repairing:
+            self.log.info("hub: repair %d is already under way", repair_id)
             return
-        self._repairing.add(order.repair_id)
-        self._tasks.spawn(self._repair(order))
+        self._repairing.add(repair_id)
+        self._tasks.spawn(self._repair(checked))
 
-    async def _repair(self, order: RepairOrder) -> None:
+    async def _repair(self, checked: CheckedRepair) -> None:
         assert self._client is not None
+        order = checked.order
         try:
-            report = await repairer.carry_out(order, self.coap, self.identity, self.store, self.log)
+            report = await repairer.carry_out(
+                checked, self.coap, self.identity, self.store, self.log
+            )
             self.stats.repairs += 1
             self.log.info(
                 "hub: repair %d: placed %s, failed %s%s",

@@ -2,7 +2,8 @@
 
 The order (:class:`lichen.hubmessages.RepairOrder`, already checked against the hub's key,
 and each target's owner-signed header against the manifest, by
-:func:`lichen.hubwire.open_from_hub`) names the object's owner-signed manifest, live holders
+:func:`lichen.hubwire.open_from_hub`, which hands over the manifest it opened with the order:
+:class:`lichen.hubwire.CheckedRepair`) names the object's owner-signed manifest, live holders
 to fetch from, and for each lost index its header and a new holder. The repairer fetches
 shards over ``coap+tcp`` (its own store first, :func:`edge_agent.datapath.fetch_checked`),
 checks each against the manifest, decodes the sealed object bytes and encodes them again
@@ -26,8 +27,9 @@ from edge_agent.store import ShardStore
 from lichen import objects
 from lichen.errors import IntegrityError, LichenError, NotEnoughShards
 from lichen.hubmessages import Endpoint, Repaired, RepairOrder, RepairSource, RepairTarget
+from lichen.hubwire import CheckedRepair
 from lichen.identity import Identity, format_node_id
-from lichen.manifest import Manifest, open_manifest
+from lichen.manifest import Manifest
 from lichen.messages import PeerInfo, ShardTransfer
 
 MIN_REPAIR_TIME = 60.0  # seconds a repair may take even when the hub's deadline is nearer
@@ -89,17 +91,15 @@ async def _place(
 
 
 async def carry_out(
-    order: RepairOrder,
+    checked: CheckedRepair,
     client: AgentClient,
     me: Identity,
     store: ShardStore,
     log: Logger,
 ) -> Repaired:
-    """Do what ``order`` asks and return the signed-to-be report (every target placed or
+    """Do what the order asks and return the signed-to-be report (every target placed or
     failed, with why). Never raises for what peers or the network do."""
-    # open_from_hub checked the order (the manifest, and each target's header against it), but
-    # hands back only the order: the manifest is opened again here, its headers are not.
-    manifest = open_manifest(order.signed_manifest)
+    order, manifest = checked.order, checked.manifest
     targets = list(order.targets)
     placed: list[tuple[int, bytes]] = []
     failed: list[int] = []

@@ -34,7 +34,6 @@ regular files, bounded before they are parsed.
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import stat
@@ -45,7 +44,7 @@ from pathlib import Path
 
 from lichen import cid, merkle, shard
 from lichen.errors import LocalProtocolError, MalformedMessage, UnsupportedVersion
-from lichen.identity import NODE_ID_SIZE, format_node_id
+from lichen.identity import format_node_id, parse_node_id
 
 MAGIC = b"LICHSHD"
 VERSION = 1
@@ -141,28 +140,26 @@ def receipt_file_name(key: MetaKey) -> str:
     return f"{cid.to_text(object_cid)}.{int(index)}.{format_node_id(kid)}.receipt"
 
 
-def _canonical_cid(text: str) -> bytes | None:
-    try:
-        raw = cid.from_text(text)
-    except MalformedMessage:
-        return None
-    return raw if cid.to_text(raw) == text else None
-
-
 def parse_shard_name(name: str) -> ShardKey | None:
     """The key a shard file name spells, or None if it is not one this store writes."""
     match = _SHARD_NAME.fullmatch(name)
     if not match or int(match.group(2)) >= shard.MAX_SHARDS:
         return None
-    raw = _canonical_cid(match.group(1))
-    return None if raw is None else (raw, int(match.group(2)))
+    try:
+        return cid.from_text(match.group(1)), int(match.group(2))
+    except MalformedMessage:
+        return None
 
 
 def parse_manifest_name(name: str) -> MetaKey | None:
     """The key a manifest file name spells, or None."""
     match = _MANIFEST_NAME.fullmatch(name)
-    raw = None if match is None else _canonical_cid(match.group(1))
-    return None if raw is None else (raw,)
+    if not match:
+        return None
+    try:
+        return (cid.from_text(match.group(1)),)
+    except MalformedMessage:
+        return None
 
 
 def parse_receipt_name(name: str) -> MetaKey | None:
@@ -170,15 +167,10 @@ def parse_receipt_name(name: str) -> MetaKey | None:
     match = _RECEIPT_NAME.fullmatch(name)
     if not match or int(match.group(2)) >= shard.MAX_SHARDS:
         return None
-    raw = _canonical_cid(match.group(1))
-    text = match.group(3)
     try:
-        kid = base64.b32decode(text.upper())
-    except ValueError:
+        return cid.from_text(match.group(1)), int(match.group(2)), parse_node_id(match.group(3))
+    except MalformedMessage:
         return None
-    if raw is None or len(kid) != NODE_ID_SIZE or format_node_id(kid) != text:
-        return None
-    return raw, int(match.group(2)), kid
 
 
 def is_store_name(name: str) -> bool:

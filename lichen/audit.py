@@ -14,10 +14,9 @@ can tell a real challenge from a forged one (:func:`open_challenge`)::
     signed-challenge = COSE_Sign1 by the hub over challenge  ; challenge: see lichen.proofs
 
 :func:`judge_answer` turns one device's answer (or its absence) into a :class:`Verdict`,
-whose :attr:`Verdict.proof` is what :func:`lichen.rewards.epoch_rewards` takes; :func:`judge`
-does that for every challenged device. An answer that is unusable as a whole (not signed by
-the device, replayed from another epoch, for another holder, malformed or oversize) fails
-every item, with the reason.
+whose :attr:`Verdict.proof` is what :func:`lichen.rewards.epoch_rewards` takes. An answer that
+is unusable as a whole (not signed by the device, replayed from another epoch, for another
+holder, malformed or oversize) fails every item, with the reason.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ import hashlib
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from lichen import cbor, cid, cose, proofs, shard, wire
 from lichen.errors import (
@@ -35,6 +35,7 @@ from lichen.errors import (
     ProofRejected,
     RemoteProtocolError,
 )
+from lichen.fieldcheck import is_uint, local_check
 from lichen.identity import Identity, PublicIdentity, format_node_id, parse_node_id
 from lichen.proofs import Challenge, Reason
 from lichen.rewards import DeviceProof, ProofItem
@@ -58,10 +59,6 @@ MALFORMED = "malformed answer"
 """Item reason: the answer cannot be read, or is not shaped like the challenge."""
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 @dataclass(frozen=True, slots=True)
 class Placement:
     """A shard the hub knows (from a signed receipt) a device should hold."""
@@ -79,13 +76,13 @@ class Placement:
             cid.check(self.object_cid)
         except MalformedMessage as exc:
             raise LocalProtocolError(f"placement: {exc}") from exc
-        if not _is_int(self.shard_index) or not 0 <= self.shard_index < shard.MAX_SHARDS:
+        if not is_uint(self.shard_index, shard.MAX_SHARDS):
             raise LocalProtocolError(f"placement: shard index {self.shard_index!r} out of range")
         if not isinstance(self.root, bytes) or len(self.root) != shard.ROOT_SIZE:
             raise LocalProtocolError("placement: a Merkle root is 32 bytes")
-        if not _is_int(self.block_size) or not shard.is_valid_block_size(self.block_size):
+        if not is_uint(self.block_size) or not shard.is_valid_block_size(self.block_size):
             raise LocalProtocolError(f"placement: block size {self.block_size!r} is not valid")
-        if not _is_int(self.piece_size) or not 1 <= self.piece_size <= shard.MAX_PIECE_SIZE:
+        if not is_uint(self.piece_size, shard.MAX_PIECE_SIZE + 1) or self.piece_size < 1:
             raise LocalProtocolError(f"placement: piece size {self.piece_size!r} out of range")
 
     @property
@@ -116,8 +113,8 @@ class AuditTarget:
                 f"this target needs {self.shards_to_sample} samples, more than the "
                 f"{proofs.MAX_ITEMS} a challenge carries"
             )
-        if not _is_int(self.blocks_per_shard) or not (
-            1 <= self.blocks_per_shard <= proofs.MAX_BLOCKS_PER_ITEM
+        if not is_uint(self.blocks_per_shard, proofs.MAX_BLOCKS_PER_ITEM + 1) or (
+            self.blocks_per_shard < 1
         ):
             raise LocalProtocolError(f"blocks_per_shard is 1 to {proofs.MAX_BLOCKS_PER_ITEM}")
 
@@ -205,10 +202,7 @@ def plan(
         nonce = nonces.get(node_id)
         if nonce is None:
             raise LocalProtocolError(f"no nonce for device {node_id}")
-        try:
-            holder_kid = parse_node_id(node_id)
-        except MalformedMessage as exc:
-            raise LocalProtocolError(str(exc)) from exc
+        holder_kid = local_check(partial(parse_node_id, node_id))
         shards = sorted(_distinct(node_id, held).values(), key=_order)
         # The sample follows from the nonce: as unpredictable as the nonce, reproducible by
         # whoever holds it.
@@ -293,24 +287,6 @@ def judge_answer(
         proof_items.append(ProofItem(label, placement.piece_size, item.passed, reason))
     proof = DeviceProof(tuple(proof_items), held_bytes=held)
     return Verdict(node_id, challenge.epoch, True, late, items, held, rejected, proof)
-
-
-def judge(
-    challenges: Mapping[str, Challenge],
-    answers: Mapping[str, tuple[bytes, float] | None],
-    keys: Mapping[str, PublicIdentity],
-    placements: Mapping[str, Sequence[Placement]],
-) -> dict[str, DeviceProof]:
-    """The rewards input for every challenged device; a device missing from ``answers``
-    did not answer. ``placements`` are the ones the challenges were planned from."""
-    result: dict[str, DeviceProof] = {}
-    for node_id, challenge in challenges.items():
-        key = keys.get(node_id)
-        if key is None:
-            raise LocalProtocolError(f"no key for challenged device {node_id}")
-        verdict = judge_answer(challenge, answers.get(node_id), key, placements.get(node_id, ()))
-        result[node_id] = verdict.proof
-    return result
 
 
 def shard_label(object_cid: bytes, shard_index: int) -> str:

@@ -218,13 +218,6 @@ class MapReader:
             raise MalformedMessage(f"{self._what}: field {key!r} exceeds {max_value}")
         return value
 
-    def sint(self, key: int | str) -> int:
-        """A signed integer (64-bit range)."""
-        value = self._get(key, False)
-        if not isinstance(value, int) or isinstance(value, bool):
-            self._bad(key, "an integer")
-        return value
-
     def bstr(
         self, key: int | str, *, size: int | None = None, max_size: int | None = None
     ) -> bytes:

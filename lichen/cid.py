@@ -44,15 +44,20 @@ def to_text(raw: bytes) -> str:
 
 
 def from_text(text: str) -> bytes:
-    """The binary CID of a ``bafk...`` text address; :class:`MalformedMessage` if it is not one."""
+    """The binary CID of a ``bafk...`` text address in its one canonical spelling (lowercase, zero
+    trailing bits); :class:`MalformedMessage` otherwise."""
     if not isinstance(text, str) or len(text) != TEXT_SIZE or not text.startswith("b"):
-        raise MalformedMessage(f"not a Lichen content address: {text[:80]!r}")
+        raise MalformedMessage(f"not a Lichen content address: {str(text)[:80]!r}")
     body = text[1:].upper()
     try:
-        raw = base64.b32decode(body + "=" * (-len(body) % 8))
+        raw = check(base64.b32decode(body + "=" * (-len(body) % 8)))
     except ValueError as exc:
         raise MalformedMessage(f"not a Lichen content address: {text!r}") from exc
-    return check(raw)
+    # b32decode takes either case and ignores the spare bits of the last character: refusing
+    # every other spelling gives one text per CID, so file names, topics and rows cannot alias.
+    if to_text(raw) != text:
+        raise MalformedMessage(f"content address not in canonical form: {text!r}")
+    return raw
 
 
 def text_of(data: bytes) -> str:

@@ -26,13 +26,15 @@ from collections.abc import Mapping
 import zfec
 
 from lichen.errors import LocalProtocolError, MalformedMessage, NotEnoughShards, UnsupportedVersion
+from lichen.fieldcheck import is_uint
 
 CODEC = "zfec-rs/1"
 """Name of this codec as recorded in manifests: zfec Reed-Solomon, ceil(size / k)-byte pieces,
 the last data piece zero-padded, piece i = zfec block number i."""
 
 MAX_PIECES = 256
-"""zfec works in GF(2^8), so it can make at most 256 distinct pieces."""
+"""zfec works in GF(2^8), so it can make at most 256 distinct pieces. The one source of the
+bound on n that shards, manifests and placement share."""
 
 
 def check_codec(name: str) -> None:
@@ -104,7 +106,7 @@ def decode(pieces: Mapping[int, BytesLike], k: int, n: int, size: int) -> bytes:
     check_params(k, n)
     length = piece_size(size, k)
     for index, piece in pieces.items():
-        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < n:
+        if not is_uint(index, n):
             raise MalformedMessage(f"piece index {index!r} is outside 0..{n - 1}")
         if not isinstance(piece, bytes | bytearray | memoryview):
             raise LocalProtocolError(f"piece {index} must be bytes, got {type(piece).__name__}")

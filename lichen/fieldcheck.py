@@ -1,5 +1,4 @@
-"""Field checks shared by the control-plane message codecs (:mod:`lichen.hubmessages`,
-:mod:`lichen.streamreport`).
+"""Field checks shared by the message codecs of :mod:`lichen`.
 
 A message's fields are checked once, in its ``__post_init__``, whoever built it. The same
 check is the caller's bug when the caller built the message (:func:`local_check` turns it into
@@ -51,10 +50,11 @@ def require(ok: bool, what: str) -> None:
         raise MalformedMessage(what)
 
 
-def local_check(check: Callable[[], object]) -> None:
-    """Run a field check on locally built values: a failure is the caller's bug."""
+def local_check(check: Callable[[], T]) -> T:
+    """Run a field check on locally built values, returning its result: a failure is the
+    caller's bug."""
     try:
-        check()
+        return check()
     except MalformedMessage as exc:
         raise LocalProtocolError(str(exc)) from exc
 

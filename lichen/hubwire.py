@@ -23,8 +23,6 @@ repaired    agent->hub  ``repaired`` (kind REPAIRED), QoS 1
 streams     agent->hub  ``stream-report`` (kind STREAM_REPORT), QoS 1: stream counts, and
                         reading values only where the agent's operator shares them
 ==========  ==========  ==================================================================
-
-``lichen/v1/hub/info`` (:data:`HUB_INFO_TOPIC`) is informational and outside this scheme.
 """
 
 from __future__ import annotations
@@ -33,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from lichen import cbor, cose, proofs
+from lichen import audit, cbor, cose, proofs
 from lichen.errors import (
     BadSignature,
     LocalProtocolError,
@@ -54,16 +52,15 @@ from lichen.hubmessages import (
     RepairOrder,
     Status,
 )
-from lichen.identity import NODE_ID_SIZE, PublicIdentity, format_node_id, parse_node_id
+from lichen.identity import PublicIdentity, parse_node_id
+from lichen.manifest import Manifest
 from lichen.streamreport import MAX_STREAMS_SIZE, StreamReport
 
 TOPIC_PREFIX = "lichen/v1"
-HUB_INFO_TOPIC = f"{TOPIC_PREFIX}/hub/info"
 # "lichen/v1/" + a 32-character node id + "/" + the longest name: nothing valid is longer.
 MAX_TOPIC_LENGTH = 64
-# The challenge as lichen.audit signs it: the CHALLENGE map plus a COSE wrapper (the same
-# bound as audit.SIGNED_CHALLENGE_LIMITS, so a challenge one accepts the other does too).
-MAX_CHALLENGE_SIZE = proofs.CHALLENGE_LIMITS.max_size + 256
+# The challenge as lichen.audit signs it: one bound, so a challenge one accepts the other does too.
+MAX_CHALLENGE_SIZE = audit.SIGNED_CHALLENGE_LIMITS.max_size
 # COSE_Sign1 around an opaque payload bstr: tag, array, headers, kid, payload, signature.
 _OUTER_DEPTH = 4
 _OUTER_ITEMS = 16
@@ -100,25 +97,27 @@ MAX_SIZE: dict[Name, int] = {
 }
 """Largest payload accepted on each topic, checked before any parsing."""
 
+
+@dataclass(frozen=True)
+class CheckedRepair:
+    """A repair order for this agent, with the manifest :meth:`RepairOrder.check` opened from
+    it (each target's header already checked against that manifest)."""
+
+    order: RepairOrder
+    manifest: Manifest
+
+
 AgentMessage = Join | Status | ReceiptBatch | ProofMessage | Repaired | StreamReport
-HubMessage = Joined | ChallengeMessage | RepairOrder
+HubMessage = Joined | ChallengeMessage | CheckedRepair
 
 
 # --- topics -------------------------------------------------------------------------------
 
 
-def _canonical_node_id(text: str) -> bytes:
-    raw = parse_node_id(text)
-    # parse_node_id also takes upper case; a topic has exactly one spelling per node.
-    if len(raw) != NODE_ID_SIZE or format_node_id(raw) != text:
-        raise MalformedMessage(f"not a node id in canonical form: {text[:40]!r}")
-    return raw
-
-
 def topic(node_id: str, name: Name | str) -> str:
     """The topic ``lichen/v1/<node_id>/<name>``; :class:`LocalProtocolError` if either is bad."""
     try:
-        _canonical_node_id(node_id)
+        parse_node_id(node_id)
         checked = Name(name)
     except (MalformedMessage, ValueError) as exc:
         raise LocalProtocolError(f"no control-plane topic for {node_id!r}, {name!r}") from exc
@@ -132,7 +131,7 @@ def parse_topic(text: str) -> tuple[str, Name]:
     parts = text.split("/")
     if len(parts) != 4 or f"{parts[0]}/{parts[1]}" != TOPIC_PREFIX:
         raise MalformedMessage(f"not a control-plane topic: {text!r}")
-    _canonical_node_id(parts[2])
+    parse_node_id(parts[2])
     try:
         name = Name(parts[3])
     except ValueError:
@@ -274,7 +273,8 @@ def open_from_hub(
 
     ``hub`` is the hub key pinned at enrollment. Before that (None) only a ``joined`` is
     accepted, signed by the key it carries and MACed under ``join_token``, which is then
-    the key to pin. A repair order's manifest and headers are checked too. Raises
+    the key to pin. A repair order's manifest and headers are checked too, and the opened
+    manifest is returned with it (:class:`CheckedRepair`). Raises
     :class:`MalformedMessage`, :class:`BadSignature`, :class:`BadMac`, :class:`NotAuthorised`
     (nothing pinned and no token), :class:`IntegrityError`, :class:`UnsupportedVersion`.
     """
@@ -308,5 +308,4 @@ def open_from_hub(
     order = RepairOrder.from_payload(body)
     if order.repairer != parse_node_id(me):
         raise BadSignature("repair order addressed to another node")
-    order.check()
-    return order
+    return CheckedRepair(order, order.check())

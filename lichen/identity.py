@@ -50,13 +50,18 @@ def format_node_id(raw: bytes) -> str:
 
 
 def parse_node_id(text: str) -> bytes:
-    """The 20 raw bytes of a node id in text form; :class:`MalformedMessage` if it is not one."""
+    """The 20 raw bytes of a node id in its canonical text form (32 lowercase base32
+    characters); :class:`MalformedMessage` otherwise."""
     if not isinstance(text, str) or len(text) != 32:
         raise MalformedMessage(f"not a node id: {text!r}")
     try:
-        return base64.b32decode(text.upper())
+        raw = base64.b32decode(text.upper())
     except ValueError as exc:
         raise MalformedMessage(f"not a node id: {text!r}") from exc
+    # One spelling per node: ids name topics, files and rows, where an alias would be a second key.
+    if format_node_id(raw) != text:
+        raise MalformedMessage(f"node id not in canonical form: {text!r}")
+    return raw
 
 
 @dataclass(frozen=True)

@@ -37,22 +37,15 @@ what. Both travel as COSE_Sign1 (see :mod:`lichen.cose`) around these payloads::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from lichen import cbor, cid, cose, wire
 from lichen.errors import BadSignature, IntegrityError, LocalProtocolError, MalformedMessage
-from lichen.identity import (
-    NODE_ID_SIZE,
-    PUBLIC_KEY_SIZE,
-    Identity,
-    PublicIdentity,
-    format_node_id,
-)
+from lichen.fieldcheck import local_check, remote_build
+from lichen.identity import NODE_ID_SIZE, PUBLIC_KEY_SIZE, Identity, PublicIdentity
 from lichen.shard import MAX_SHARDS, ROOT_SIZE, ShardHeader, open_header
-
-T = TypeVar("T")
 
 MAX_LABEL = 256  # characters: a file name, not a document
 # A manifest with 256 shards is about 14 KiB; receipts are tiny.
@@ -79,10 +72,7 @@ class Manifest:
     label: str | None = None
 
     def __post_init__(self) -> None:
-        try:
-            _check_manifest(self)
-        except MalformedMessage as exc:
-            raise LocalProtocolError(str(exc)) from exc
+        local_check(lambda: _check_manifest(self))
 
     @property
     def cid_text(self) -> str:
@@ -151,21 +141,22 @@ def open_manifest(data: bytes) -> Manifest:
     holders = fields.array(10, max_len=MAX_SHARDS)
     if not all(isinstance(x, bytes) for x in [*roots, *holders]):
         raise MalformedMessage("manifest: roots and holders are byte strings")
-    manifest = _build(
-        Manifest,
-        object_cid=fields.bstr(2, size=cid.BINARY_SIZE),
-        size=fields.uint(3),
-        codec=fields.tstr(4, max_size=32),
-        k=fields.uint(5, max_value=MAX_SHARDS),
-        n=fields.uint(6, max_value=MAX_SHARDS),
-        piece_size=fields.uint(7),
-        block_size=fields.uint(8),
-        roots=tuple(roots),
-        holders=tuple(holders),
-        created=fields.uint(11),
-        expiry=fields.uint(12),
-        owner=owner,
-        label=label,
+    manifest = remote_build(
+        lambda: Manifest(
+            object_cid=fields.bstr(2, size=cid.BINARY_SIZE),
+            size=fields.uint(3),
+            codec=fields.tstr(4, max_size=32),
+            k=fields.uint(5, max_value=MAX_SHARDS),
+            n=fields.uint(6, max_value=MAX_SHARDS),
+            piece_size=fields.uint(7),
+            block_size=fields.uint(8),
+            roots=tuple(roots),
+            holders=tuple(holders),
+            created=fields.uint(11),
+            expiry=fields.uint(12),
+            owner=owner,
+            label=label,
+        )
     )
     fields.finish()
     message.verify_signature(PublicIdentity(owner))
@@ -186,10 +177,7 @@ class Receipt:
     owner: bytes
 
     def __post_init__(self) -> None:
-        try:
-            _check_receipt(self)
-        except MalformedMessage as exc:
-            raise LocalProtocolError(str(exc)) from exc
+        local_check(lambda: _check_receipt(self))
 
     def to_payload(self) -> bytes:
         """The deterministic CBOR payload that the holder signs."""
@@ -226,16 +214,17 @@ def _check_receipt(r: Receipt) -> None:
 
 def _receipt_fields(payload: bytes) -> Receipt:
     fields = wire.decode(payload, wire.Kind.RECEIPT, RECEIPT_LIMITS)
-    receipt = _build(
-        Receipt,
-        object_cid=fields.bstr(2, size=cid.BINARY_SIZE),
-        index=fields.uint(3, max_value=MAX_SHARDS - 1),
-        root=fields.bstr(4, size=ROOT_SIZE),
-        piece_size=fields.uint(5),
-        expiry=fields.uint(6),
-        accepted_at=fields.uint(7),
-        holder=fields.bstr(8, size=NODE_ID_SIZE),
-        owner=fields.bstr(9, size=NODE_ID_SIZE),
+    receipt = remote_build(
+        lambda: Receipt(
+            object_cid=fields.bstr(2, size=cid.BINARY_SIZE),
+            index=fields.uint(3, max_value=MAX_SHARDS - 1),
+            root=fields.bstr(4, size=ROOT_SIZE),
+            piece_size=fields.uint(5),
+            expiry=fields.uint(6),
+            accepted_at=fields.uint(7),
+            holder=fields.bstr(8, size=NODE_ID_SIZE),
+            owner=fields.bstr(9, size=NODE_ID_SIZE),
+        )
     )
     fields.finish()
     return receipt
@@ -301,16 +290,3 @@ def check_header(manifest: Manifest, index: int, signed: object) -> ShardHeader:
     if (header.root, header.block_size) != (manifest.roots[index], manifest.block_size):
         raise IntegrityError(f"shard {index} root is not the manifest's")
     return header
-
-
-def _build(cls: Callable[..., T], **values: Any) -> T:
-    """Construct ``cls`` from decoded values, reporting a bad value as the peer's fault."""
-    try:
-        return cls(**values)
-    except LocalProtocolError as exc:
-        raise MalformedMessage(str(exc)) from exc
-
-
-def holders_of(manifest: Manifest) -> Sequence[str]:
-    """The holders at write time, as text node ids, by shard index."""
-    return [format_node_id(h) for h in manifest.holders]

@@ -57,9 +57,11 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import partial
 
 from lichen import cbor, wire
 from lichen.errors import LocalProtocolError, MalformedMessage
+from lichen.fieldcheck import local_check, remote_build
 from lichen.identity import NODE_ID_SIZE, NONCE_MAX, NONCE_MIN, PUBLIC_KEY_SIZE, PublicIdentity
 
 MAX_INDEX_PAGE = 256  # segment records per page; about 60 KiB
@@ -138,10 +140,7 @@ class PeerInfo:
     free_bytes: int = 0
 
     def __post_init__(self) -> None:
-        try:
-            _check_peer(self)
-        except MalformedMessage as exc:
-            raise LocalProtocolError(str(exc)) from exc
+        local_check(lambda: _check_peer(self))
 
     @property
     def node_id(self) -> str:
@@ -203,10 +202,7 @@ def decode_peers(data: bytes) -> list[PeerInfo]:
             and isinstance(free, int)
         ):
             raise MalformedMessage("peer list: a field has the wrong type")
-        try:
-            peers.append(PeerInfo(key, host, port, domain, tuple(tags), free))
-        except LocalProtocolError as exc:
-            raise MalformedMessage(str(exc)) from exc
+        peers.append(remote_build(partial(PeerInfo, key, host, port, domain, tuple(tags), free)))
     return peers
 
 

@@ -35,10 +35,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 
+from lichen.erasure import MAX_PIECES
 from lichen.errors import LocalProtocolError
+from lichen.fieldcheck import is_uint
 
-MAX_SHARDS = 256
-"""Most shards one object can have: Reed-Solomon over GF(2^8) (zfec) makes at most 256."""
+MAX_SHARDS = MAX_PIECES
+"""Most shards one object can have: as many pieces as the erasure codec can make."""
 
 MAX_MESH_FOR_DEFAULT = 10
 """Widest default erasure code: Tahoe-LAFS's 10 shares. Wider codes make each write and each
@@ -222,7 +224,7 @@ def ranking(
     earlier took and whose domain is not full; this is for tests and for explaining why a
     shard sits where it does.
     """
-    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < MAX_SHARDS:
+    if not is_uint(index, MAX_SHARDS):
         raise LocalProtocolError(f"shard index must be in 0..{MAX_SHARDS - 1}, got {index!r}")
     _check_request(object_cid, 1)
     keyed = _keyed(object_cid, _eligible(peers, policy, shard_size))
@@ -255,7 +257,7 @@ def default_k_n(reachable_peers: int) -> tuple[int, int]:
 def _check_request(object_cid: bytes, n: int) -> None:
     if not isinstance(object_cid, bytes) or not object_cid:
         raise LocalProtocolError("object_cid must be non-empty bytes")
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_SHARDS:
+    if not is_uint(n, MAX_SHARDS + 1) or n < 1:
         raise LocalProtocolError(f"n must be between 1 and {MAX_SHARDS}, got {n!r}")
 
 

@@ -58,6 +58,7 @@ from lichen.errors import (
     ProofRejected,
     UnsupportedVersion,
 )
+from lichen.fieldcheck import is_uint, remote_build
 from lichen.identity import NODE_ID_SIZE, Identity, PublicIdentity
 
 NONCE_SIZE = 32  # 256 bits: never repeats, never guessable
@@ -123,12 +124,8 @@ class Challenge:
         )
 
 
-def _is_uint(value: object, limit: int = 2**64) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < limit
-
-
 def _check_challenge(c: Challenge) -> None:
-    if not _is_uint(c.epoch) or not _is_uint(c.deadline):
+    if not is_uint(c.epoch) or not is_uint(c.deadline):
         raise LocalProtocolError("challenge: epoch and deadline are unsigned integers")
     if not isinstance(c.nonce, bytes) or len(c.nonce) != NONCE_SIZE:
         raise LocalProtocolError(f"challenge: the nonce is {NONCE_SIZE} bytes")
@@ -143,11 +140,11 @@ def _check_challenge(c: Challenge) -> None:
             cid.check(item.object_cid)
         except MalformedMessage as exc:
             raise LocalProtocolError(f"challenge: {exc}") from exc
-        if not _is_uint(item.shard_index, shard.MAX_SHARDS):
+        if not is_uint(item.shard_index, shard.MAX_SHARDS):
             raise LocalProtocolError("challenge: shard index out of range")
         if not 1 <= len(item.block_indices) <= MAX_BLOCKS_PER_ITEM:
             raise LocalProtocolError(f"challenge: 1 to {MAX_BLOCKS_PER_ITEM} blocks per item")
-        if not all(_is_uint(b, merkle.MAX_LEAVES) for b in item.block_indices):
+        if not all(is_uint(b, merkle.MAX_LEAVES) for b in item.block_indices):
             raise LocalProtocolError("challenge: block index out of range")
 
 
@@ -165,10 +162,7 @@ def decode_challenge(data: bytes) -> Challenge:
         if not (isinstance(raw, list) and len(raw) == 3 and isinstance(raw[2], list)):
             raise MalformedMessage("CHALLENGE: an item is [cid, shard index, [block indices]]")
         items.append(ChallengeItem(raw[0], raw[1], tuple(raw[2])))
-    try:
-        return Challenge(epoch, nonce, holder_kid, deadline, tuple(items))
-    except LocalProtocolError as exc:
-        raise MalformedMessage(str(exc)) from exc
+    return remote_build(lambda: Challenge(epoch, nonce, holder_kid, deadline, tuple(items)))
 
 
 def sample_size(loss_fraction: float, detect_probability: float) -> int:
@@ -353,10 +347,6 @@ class ProofResult:
     def all_passed(self) -> bool:
         """True when every item was proven in time."""
         return self.failed == 0
-
-    def count(self, reason: Reason) -> int:
-        """How many items ended with ``reason``."""
-        return sum(1 for i in self.items if i.reason == reason)
 
 
 RootInfo = tuple[bytes, int, int]

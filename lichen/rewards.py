@@ -77,6 +77,7 @@ from typing import Any
 
 from lichen import wire
 from lichen.errors import LocalProtocolError
+from lichen.fieldcheck import is_uint
 
 MAX_AMOUNT = 2**48
 """Largest pool or per-item penalty, micro-units (281 million units): with at most
@@ -551,7 +552,7 @@ def _next_standing(before: Standing, passing: bool, policy: RewardPolicy) -> Sta
 
 
 def _check_count(name: str, value: object, limit: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= limit:
+    if not is_uint(value, limit + 1):
         raise LocalProtocolError(f"{name} must be an integer in 0..{limit}, got {value!r}")
 
 

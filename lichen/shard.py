@@ -24,17 +24,14 @@ that block and its audit path, without sending the shard. The header is a COSE_S
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
-from lichen import cbor, cid, cose, merkle, wire
+from lichen import cbor, cid, cose, erasure, merkle, wire
 from lichen.errors import BadSignature, IntegrityError, LocalProtocolError, MalformedMessage
+from lichen.fieldcheck import local_check, remote_build
 from lichen.identity import PUBLIC_KEY_SIZE, Identity, PublicIdentity
 
-T = TypeVar("T")
-
-MAX_SHARDS = 256  # zfec's limit on n (GF(2^8) Reed-Solomon); same bound as the manifest's
+MAX_SHARDS = erasure.MAX_PIECES  # the codec's limit on n; the manifest's bound too
 MAX_CODEC_NAME = 32  # characters: a codec name and version, e.g. "zfec-rs/1"
 ROOT_SIZE = merkle.HASH_SIZE
 # Blocks are what a proof sends. Below 512 B the tree (64 bytes kept per leaf) and the audit
@@ -84,10 +81,7 @@ class ShardHeader:
     """The writer's 32-byte Ed25519 public key."""
 
     def __post_init__(self) -> None:
-        try:
-            _check_header(self)
-        except MalformedMessage as exc:
-            raise LocalProtocolError(str(exc)) from exc
+        local_check(lambda: _check_header(self))
 
     @property
     def leaf_count(self) -> int:
@@ -166,13 +160,6 @@ class Shard:
     body: bytes = field(repr=False)
 
 
-def blocks(body: bytes, block_size: int) -> list[bytes]:
-    """``body`` cut into ``block_size`` blocks; the last one may be shorter."""
-    if block_size <= 0:
-        raise LocalProtocolError("block size must be positive")
-    return [body[i : i + block_size] for i in range(0, len(body), block_size)]
-
-
 def block(body: bytes, block_size: int, index: int) -> bytes:
     """Block ``index`` of ``body``, without cutting the others."""
     if block_size <= 0 or not 0 <= index < leaf_count(len(body), block_size):
@@ -222,19 +209,20 @@ def open_header(signed: bytes, *, owner: PublicIdentity | None = None) -> ShardH
     """
     message = cose.parse(signed, HEADER_LIMITS)
     fields = wire.decode(message.payload, wire.Kind.SHARD_HEADER, HEADER_LIMITS)
-    header = _build(
-        ShardHeader,
-        object_cid=fields.bstr(2, size=cid.BINARY_SIZE),
-        index=fields.uint(3, max_value=MAX_SHARDS - 1),
-        k=fields.uint(4, max_value=MAX_SHARDS),
-        n=fields.uint(5, max_value=MAX_SHARDS),
-        codec=fields.tstr(6, max_size=MAX_CODEC_NAME),
-        object_size=fields.uint(7, max_value=MAX_OBJECT_SIZE),
-        piece_size=fields.uint(8, max_value=MAX_PIECE_SIZE),
-        block_size=fields.uint(9, max_value=MAX_BLOCK_SIZE),
-        root=fields.bstr(10, size=ROOT_SIZE),
-        expiry=fields.uint(11),
-        owner=fields.bstr(12, size=PUBLIC_KEY_SIZE),
+    header = remote_build(
+        lambda: ShardHeader(
+            object_cid=fields.bstr(2, size=cid.BINARY_SIZE),
+            index=fields.uint(3, max_value=MAX_SHARDS - 1),
+            k=fields.uint(4, max_value=MAX_SHARDS),
+            n=fields.uint(5, max_value=MAX_SHARDS),
+            codec=fields.tstr(6, max_size=MAX_CODEC_NAME),
+            object_size=fields.uint(7, max_value=MAX_OBJECT_SIZE),
+            piece_size=fields.uint(8, max_value=MAX_PIECE_SIZE),
+            block_size=fields.uint(9, max_value=MAX_BLOCK_SIZE),
+            root=fields.bstr(10, size=ROOT_SIZE),
+            expiry=fields.uint(11),
+            owner=fields.bstr(12, size=PUBLIC_KEY_SIZE),
+        )
     )
     fields.finish()
     if owner is not None and owner.public_key != header.owner:
@@ -265,11 +253,3 @@ def open_shard(signed_header: bytes, body: bytes, *, owner: PublicIdentity | Non
     header = open_header(signed_header, owner=owner)
     verify_body(header, body)
     return Shard(bytes(signed_header), header, bytes(body))
-
-
-def _build(cls: Callable[..., T], **values: Any) -> T:
-    """Construct ``cls`` from decoded values, reporting a bad value as the peer's fault."""
-    try:
-        return cls(**values)
-    except LocalProtocolError as exc:
-        raise MalformedMessage(str(exc)) from exc

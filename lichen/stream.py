@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from lichen import cbor, cid, cose, wire
 from lichen.errors import IntegrityError, LocalProtocolError, MalformedMessage
+from lichen.fieldcheck import local_check, remote_build
 from lichen.identity import Identity, PublicIdentity
 
 GENESIS = bytes(32)
@@ -66,11 +67,7 @@ class Segment:
     sealed_at: int
 
     def __post_init__(self) -> None:
-        try:
-            check_stream_name(self.stream)
-            cid.check(self.object_cid)
-        except MalformedMessage as exc:
-            raise LocalProtocolError(str(exc)) from exc
+        local_check(lambda: (check_stream_name(self.stream), cid.check(self.object_cid)))
         if self.seq < 0 or len(self.prev) != 32:
             raise LocalProtocolError("segment: bad sequence number or previous hash")
         if not 0 < self.count <= MAX_READINGS_PER_SEGMENT:
@@ -138,8 +135,8 @@ def open_segment(data: bytes, writer: PublicIdentity) -> Segment:
     """Parse one signed record and check the writer's signature."""
     _, payload = cose.open_signed(data, writer, limits=SEGMENT_LIMITS)
     fields = wire.decode(payload, wire.Kind.SEGMENT, SEGMENT_LIMITS)
-    try:
-        segment = Segment(
+    segment = remote_build(
+        lambda: Segment(
             stream=check_stream_name(fields.tstr(2, max_size=MAX_STREAM_NAME)),
             seq=fields.uint(3),
             prev=fields.bstr(4, size=32),
@@ -149,8 +146,7 @@ def open_segment(data: bytes, writer: PublicIdentity) -> Segment:
             last_time=_number(fields.optional(8), "last time"),
             sealed_at=fields.uint(9),
         )
-    except LocalProtocolError as exc:
-        raise MalformedMessage(str(exc)) from exc
+    )
     fields.finish()
     return segment
 

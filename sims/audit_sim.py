@@ -35,6 +35,7 @@ from lichen.proofs import Challenge
 from lichen.repair import DeviceView, HeldShard, ObjectView, RepairPlan, RepairSettings, ShardState
 from lichen.rewards import EpochRewards, RewardPolicy, Standing, epoch_rewards
 from lichen.testing.clock import FakeClock
+from lichen.testing.holder import MemoryHolder
 from lichen.testing.memnet import LinkConfig, MemoryNetwork
 
 HUB_ADDRESS = "hub"
@@ -109,18 +110,22 @@ class EpochReport:
 
 
 class SimDevice:
-    """A device: its key, its shards (pool body numbers) and its way of answering."""
+    """A device: its key, its shards (pool bodies) and its way of answering."""
 
     def __init__(self, sim: AuditSim, identity: Identity, kind: Kind) -> None:
         self.sim = sim
         self.identity = identity
         self.kind = kind
-        self.shards: dict[Key, int] = {}
-        self.lost: set[Key] = set()
+        self.holder = MemoryHolder()
 
     @property
     def node_id(self) -> str:
         return self.identity.node_id
+
+    @property
+    def lost(self) -> frozenset[Key]:
+        """The shards this device has silently lost."""
+        return self.holder.lost
 
     def on_datagram(self, source: str, data: bytes) -> None:
         if source != HUB_ADDRESS:
@@ -132,22 +137,14 @@ class SimDevice:
 
     def read_block(self, object_cid: bytes, index: int, block: int) -> Any:
         key = (object_cid, index)
-        body_id = self.shards.get(key)
-        if body_id is None:
-            return None
-        if key in self.lost:
-            if self.kind is not Kind.FAKER:
-                return None
+        if self.kind is Kind.FAKER and key in self.holder.lost:
             # Made up from nothing: a block of the right size and a path of the right length.
-            size = len(shard.block(self.sim.pool[body_id], self.sim.config.block_size, block))
-            depth = merkle.path_length(block, self.sim.trees[body_id].leaf_count)
+            held = self.holder[key]
+            size = len(shard.block(held.body, held.block_size, block))
+            depth = merkle.path_length(block, held.leaf_count)
             made_up = hashlib.sha256(key[0] + bytes([index, block])).digest()
             return (made_up * (size // 32 + 1))[:size], [made_up] * depth
-        body = self.sim.pool[body_id]
-        return (
-            shard.block(body, self.sim.config.block_size, block),
-            self.sim.trees[body_id].inclusion_path(block),
-        )
+        return self.holder.read_block(object_cid, index, block)
 
 
 class AuditSim:
@@ -193,11 +190,11 @@ class AuditSim:
             holders = [order[(i * config.n + j) % config.devices] for j in range(config.n)]
             self.objects[object_cid] = [HeldShard(j, h) for j, h in enumerate(holders)]
             for j, holder in enumerate(holders):
-                self.devices[holder].shards[object_cid, j] = self.body_of(object_cid, j)
+                self.give(holder, object_cid, j)
         for device in self.devices.values():
             if device.kind is not Kind.HONEST:
-                count = math.ceil(config.cheater_loss * len(device.shards) - 1e-9)
-                device.lost = set(self.rng.sample(sorted(device.shards), count))
+                count = math.ceil(config.cheater_loss * len(device.holder) - 1e-9)
+                device.holder.lose(self.rng.sample(sorted(device.holder), count))
 
         self.epoch = 0
         self.standings: dict[str, Standing] = {}
@@ -216,6 +213,13 @@ class AuditSim:
         """Which pool body is shard ``index`` of ``object_cid`` (the same on any holder)."""
         digest = hashlib.sha256(object_cid + bytes([index])).digest()
         return int.from_bytes(digest[:4], "big") % len(self.pool)
+
+    def give(self, node_id: str, object_cid: bytes, index: int) -> None:
+        """Device ``node_id`` now holds shard ``index`` of ``object_cid``."""
+        body = self.body_of(object_cid, index)
+        self.devices[node_id].holder.add(
+            object_cid, index, self.pool[body], self.config.block_size, self.trees[body]
+        )
 
     def kill(self, node_id: str) -> None:
         """The device dies: its address goes silent."""
@@ -324,7 +328,7 @@ class AuditSim:
                 last_seen=self.last_seen[node_id],
                 absent_since=absent,
                 standing=self.standings.get(node_id, Standing()).state,
-                free_bytes=10**9 - len(device.shards) * self.config.piece_size,
+                free_bytes=10**9 - len(device.holder) * self.config.piece_size,
             )
         return views
 
@@ -355,7 +359,7 @@ class AuditSim:
             for index, holder in order.targets.items():
                 if not self.alive(holder):
                     continue
-                self.devices[holder].shards[object_cid, index] = self.body_of(object_cid, index)
+                self.give(holder, object_cid, index)
                 self.objects[object_cid].append(HeldShard(index, holder))
         self.in_progress = {}
 
@@ -367,7 +371,7 @@ class AuditSim:
     def escape_probability(self, node_id: str) -> float:
         """Exact chance a cheater passes one epoch: every sampled shard is one it still has."""
         device = self.devices[node_id]
-        held, lost = len(device.shards), len(device.lost)
+        held, lost = len(device.holder), len(device.lost)
         sample = min(self.config.target.shards_to_sample, held)
         return math.comb(held - lost, sample) / math.comb(held, sample)
 

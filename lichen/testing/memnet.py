@@ -4,7 +4,6 @@ Endpoints attach by address with a handler ``(source, datagram)``. ``send`` appl
 link's model (size limit, partitions, loss, duplication, delay with jitter) and schedules the
 delivery on the clock, so nothing arrives until the test advances time. Every random draw
 comes from the ``random.Random`` handed in, in a fixed order, so one seed gives one run.
-A small request/response helper rides on the same datagrams for RPC-style core calls.
 
 Models: aioquic's ``client_and_server`` test helpers and Tahoe-LAFS's ``no_network`` grid.
 Hand-written: no maintained library simulates a lossy datagram network on a caller's clock.
@@ -21,7 +20,7 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from lichen.errors import ConfigError, LocalProtocolError
-from lichen.testing.clock import FakeClock, Timer
+from lichen.testing.clock import FakeClock
 
 # The largest UDP payload over IPv4: the 16-bit length field (RFC 768) less the 8-byte UDP
 # header and the 20-byte IPv4 header (RFC 791). Links that model CoAP over UDP on small
@@ -34,8 +33,6 @@ DEFAULT_TRACE_LIMIT = 4096
 
 Handler = Callable[[str, bytes], None]
 """Receives ``(source address, datagram)``."""
-ReplyCallback = Callable[[bytes | None], None]
-"""Receives the reply, or None when the request timed out."""
 
 
 class DropReason(StrEnum):
@@ -46,15 +43,6 @@ class DropReason(StrEnum):
     DEAD = "dead"
     OVERSIZE = "oversize"
     UNKNOWN = "unknown"
-    NO_RESPONDER = "no_responder"
-
-
-class PacketKind(StrEnum):
-    """What a packet on the wire carries: a plain datagram or one half of a request."""
-
-    DATAGRAM = "datagram"
-    REQUEST = "request"
-    REPLY = "reply"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +77,6 @@ class TraceEntry(NamedTuple):
     """One packet's fate: delivered (``dropped`` is None) or dropped, and when."""
 
     time: float
-    kind: PacketKind
     src: str
     dst: str
     data: bytes
@@ -98,7 +85,7 @@ class TraceEntry(NamedTuple):
 
 # Recorded as plain tuples, because a NamedTuple's constructor costs a Python-level call per
 # packet; ``trace`` wraps them on the way out.
-_TraceTuple = tuple[float, PacketKind, str, str, bytes, DropReason | None]
+_TraceTuple = tuple[float, str, str, bytes, DropReason | None]
 
 
 @dataclass(slots=True)
@@ -106,21 +93,13 @@ class NetStats:
     """Counters. Once the clock is idle, ``sent + duplicated == delivered + dropped_total``."""
 
     sent: int = 0
-    """Packets handed to the network, requests and replies included."""
+    """Packets handed to the network."""
     delivered: int = 0
-    """Packets that reached a handler, responder or waiting requester (late replies too)."""
+    """Packets that reached a handler."""
     duplicated: int = 0
     """Extra copies the links made."""
     dropped: Counter[DropReason] = field(default_factory=Counter)
     """Packets lost, by reason."""
-    requests: int = 0
-    """Requests started with ``MemoryNetwork.request``."""
-    replies: int = 0
-    """Requests answered in time."""
-    timeouts: int = 0
-    """Requests whose timeout fired first."""
-    late_replies: int = 0
-    """Replies that arrived after their request was answered, timed out or cancelled."""
 
     @property
     def dropped_total(self) -> int:
@@ -144,64 +123,10 @@ class Partition:
         return (x in a and y in b) or (x in b and y in a)
 
 
-class PendingRequest:
-    """A request waiting for its reply; its callback runs exactly once unless cancelled."""
-
-    __slots__ = ("_on_reply", "_timer", "done", "dst", "src", "timed_out")
-
-    def __init__(self, src: str, dst: str, on_reply: ReplyCallback) -> None:
-        self.src = src
-        self.dst = dst
-        self.done = False
-        self.timed_out = False
-        self._on_reply: ReplyCallback | None = on_reply
-        self._timer: Timer | None = None
-
-    def cancel(self) -> None:
-        """Give up waiting: the callback will not run; a later reply counts as late."""
-        self._finish()
-
-    def _finish(self) -> ReplyCallback | None:
-        callback = self._on_reply
-        self.done = True
-        self._on_reply = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        return callback
-
-
-class IncomingRequest:
-    """A request as its responder sees it. ``reply`` once, now or from a later callback."""
-
-    __slots__ = ("_net", "_pending", "data", "dst", "replied", "src")
-
-    def __init__(
-        self, net: MemoryNetwork, src: str, dst: str, data: bytes, pending: PendingRequest
-    ) -> None:
-        self._net = net
-        self._pending = pending
-        self.src = src
-        self.dst = dst
-        self.data = data
-        self.replied = False
-
-    def reply(self, data: bytes) -> None:
-        """Send the answer back to the requester over the same lossy links."""
-        if self.replied:
-            raise LocalProtocolError(f"request from {self.src} to {self.dst} already answered")
-        self.replied = True
-        self._net._transmit(PacketKind.REPLY, self.dst, self.src, data, self._pending)
-
-
-Responder = Callable[[IncomingRequest], None]
-"""Receives each request that reaches its endpoint; answers with ``request.reply``."""
-
-
 class MemoryNetwork:
     """Datagrams between addresses, delivered by callbacks on ``clock`` at ``now + delay``.
 
-    Handler and responder exceptions propagate out of the clock's run methods.
+    Handler exceptions propagate out of the clock's run methods.
     """
 
     def __init__(
@@ -220,33 +145,23 @@ class MemoryNetwork:
         self._default = default if default is not None else LinkConfig()
         self._links: dict[tuple[str, str], LinkConfig] = {}
         self._handlers: dict[str, Handler] = {}
-        self._responders: dict[str, Responder] = {}
         self._known: set[str] = set()
         self._partitions: list[Partition] = []
         self._trace: deque[_TraceTuple] | None = deque(maxlen=trace_limit) if trace_limit else None
 
     # Endpoints.
 
-    def attach(
-        self,
-        address: str,
-        handler: Handler,
-        *,
-        responder: Responder | None = None,
-    ) -> None:
-        """Bring ``address`` up (again) with a datagram handler and, for RPC, a responder."""
+    def attach(self, address: str, handler: Handler) -> None:
+        """Bring ``address`` up (again) with a datagram handler."""
         if address in self._handlers:
             raise LocalProtocolError(f"address {address!r} is already attached")
         self._handlers[address] = handler
-        if responder is not None:
-            self._responders[address] = responder
         self._known.add(address)
 
     def detach(self, address: str) -> None:
         """Take ``address`` down like a dead host: traffic to and from it is dropped."""
         if self._handlers.pop(address, None) is None:
             raise LocalProtocolError(f"address {address!r} is not attached")
-        self._responders.pop(address, None)
 
     def is_attached(self, address: str) -> bool:
         """True while ``address`` is up."""
@@ -263,10 +178,6 @@ class MemoryNetwork:
     def default(self) -> LinkConfig:
         """The settings of every link without its own override."""
         return self._default
-
-    @default.setter
-    def default(self, config: LinkConfig) -> None:
-        self._default = config
 
     def link(self, src: str, dst: str) -> LinkConfig:
         """The settings in force from ``src`` to ``dst``."""
@@ -329,50 +240,25 @@ class MemoryNetwork:
 
     def send(self, src: str, dst: str, data: bytes) -> None:
         """Send one datagram; its fate is decided now (loss) and at arrival (host, partition)."""
-        self._transmit(PacketKind.DATAGRAM, src, dst, data, None)
-
-    def request(
-        self, src: str, dst: str, data: bytes, timeout: float, on_reply: ReplyCallback
-    ) -> PendingRequest:
-        """Send a request to ``dst``'s responder; ``on_reply`` gets the reply or None on timeout.
-
-        At-least-once, like a datagram: a duplicating link can hand the responder two copies.
-        """
-        if not (timeout > 0 and math.isfinite(timeout)):
-            raise LocalProtocolError(f"request timeout must be finite seconds > 0, got {timeout!r}")
-        pending = PendingRequest(src, dst, on_reply)
-        self._transmit(PacketKind.REQUEST, src, dst, data, pending)
-        self.stats.requests += 1
-        pending._timer = self.clock.call_later(timeout, self._time_out, pending)
-        return pending
-
-    @property
-    def trace(self) -> list[TraceEntry]:
-        """The most recent packet fates, oldest first (at most ``trace_limit``)."""
-        return [TraceEntry._make(entry) for entry in self._trace] if self._trace is not None else []
-
-    def _transmit(
-        self, kind: PacketKind, src: str, dst: str, data: bytes, pending: PendingRequest | None
-    ) -> None:
         if src not in self._handlers:
             if src not in self._known:
                 raise LocalProtocolError(f"cannot send from {src!r}: it was never attached")
             self.stats.sent += 1
             # A dead host's core may still fire timers that send; the wire stays silent.
-            self._drop(kind, src, dst, data, DropReason.DEAD)
+            self._drop(src, dst, data, DropReason.DEAD)
             return
         self.stats.sent += 1
         link = self._links.get((src, dst), self._default) if self._links else self._default
         if len(data) > link.max_datagram:
-            self._drop(kind, src, dst, data, DropReason.OVERSIZE)
+            self._drop(src, dst, data, DropReason.OVERSIZE)
             return
         if self._partitions and self._separated(src, dst):
-            self._drop(kind, src, dst, data, DropReason.PARTITION)
+            self._drop(src, dst, data, DropReason.PARTITION)
             return
         rng = self._rng
         # The draw order (loss, duplicate, then one jitter per copy) is part of determinism.
         if link.loss and rng.random() < link.loss:
-            self._drop(kind, src, dst, data, DropReason.LOSS)
+            self._drop(src, dst, data, DropReason.LOSS)
             return
         copies = 1
         if link.duplicate and rng.random() < link.duplicate:
@@ -385,70 +271,32 @@ class MemoryNetwork:
             when = (
                 now + link.delay + link.jitter * rng.random() if link.jitter else now + link.delay
             )
-            if pending is None:
-                clock.call_at(when, self._arrive, src, dst, data)
-            else:
-                clock.call_at(when, self._arrive_rpc, kind, src, dst, data, pending)
+            clock.call_at(when, self._arrive, src, dst, data)
+
+    @property
+    def trace(self) -> list[TraceEntry]:
+        """The most recent packet fates, oldest first (at most ``trace_limit``)."""
+        return [TraceEntry._make(entry) for entry in self._trace] if self._trace is not None else []
 
     def _arrive(self, src: str, dst: str, data: bytes) -> None:
         # The hot path of every simulation: one datagram reaching its handler.
         if self._partitions and self._separated(src, dst):
-            self._drop(PacketKind.DATAGRAM, src, dst, data, DropReason.PARTITION)
+            self._drop(src, dst, data, DropReason.PARTITION)
             return
         handler = self._handlers.get(dst)
         if handler is None:
             reason = DropReason.DEAD if dst in self._known else DropReason.UNKNOWN
-            self._drop(PacketKind.DATAGRAM, src, dst, data, reason)
+            self._drop(src, dst, data, reason)
             return
         self.stats.delivered += 1
         if self._trace is not None:
-            self._trace.append((self.clock.now(), PacketKind.DATAGRAM, src, dst, data, None))
+            self._trace.append((self.clock.now(), src, dst, data, None))
         handler(src, data)
-
-    def _arrive_rpc(
-        self, kind: PacketKind, src: str, dst: str, data: bytes, pending: PendingRequest
-    ) -> None:
-        if self._partitions and self._separated(src, dst):
-            self._drop(kind, src, dst, data, DropReason.PARTITION)
-            return
-        if dst not in self._handlers:
-            reason = DropReason.DEAD if dst in self._known else DropReason.UNKNOWN
-            self._drop(kind, src, dst, data, reason)
-            return
-        if kind is PacketKind.REQUEST:
-            responder = self._responders.get(dst)
-            if responder is None:
-                self._drop(kind, src, dst, data, DropReason.NO_RESPONDER)
-                return
-            self._delivered(kind, src, dst, data)
-            responder(IncomingRequest(self, src, dst, data, pending))
-            return
-        self._delivered(kind, src, dst, data)
-        if pending.done:
-            self.stats.late_replies += 1
-            return
-        self.stats.replies += 1
-        callback = pending._finish()
-        if callback is not None:
-            callback(data)
-
-    def _time_out(self, pending: PendingRequest) -> None:
-        pending._timer = None
-        pending.timed_out = True
-        self.stats.timeouts += 1
-        callback = pending._finish()
-        if callback is not None:
-            callback(None)
 
     def _separated(self, x: str, y: str) -> bool:
         return any(cut.separates(x, y) for cut in self._partitions)
 
-    def _delivered(self, kind: PacketKind, src: str, dst: str, data: bytes) -> None:
-        self.stats.delivered += 1
-        if self._trace is not None:
-            self._trace.append((self.clock.now(), kind, src, dst, data, None))
-
-    def _drop(self, kind: PacketKind, src: str, dst: str, data: bytes, reason: DropReason) -> None:
+    def _drop(self, src: str, dst: str, data: bytes, reason: DropReason) -> None:
         self.stats.dropped[reason] += 1
         if self._trace is not None:
-            self._trace.append((self.clock.now(), kind, src, dst, data, reason))
+            self._trace.append((self.clock.now(), src, dst, data, reason))

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import aiocoap
 import aiocoap.resource as resource
-import cbor2
 import pytest
 from aiocoap import Code, Message
 from prometheus_client.parser import text_string_to_metric_families
@@ -42,6 +41,7 @@ from lichen.holder import receipt_for
 from lichen.identity import Identity, PublicIdentity
 from tests import netns
 from tests.agents import AgentProc, free_port, mesh
+from tests.forge import sign_as
 
 pytestmark = pytest.mark.slow
 
@@ -159,13 +159,6 @@ def make_shard(owner: Identity = OWNER, size: int = 1000, seed: int = 1) -> shar
     )
 
 
-def forged_sign1(payload: bytes, kid: bytes, signer: Identity) -> bytes:
-    """A COSE_Sign1 whose kid names one node but whose signature is ``signer``'s."""
-    protected = cbor.encode({1: -8})  # alg EdDSA, as lichen.cose emits
-    signature = signer.sign(cbor.encode(["Signature1", protected, b"", payload]))
-    return cbor.encode(cbor2.CBORTag(18, [protected, {4: kid}, payload, signature]))
-
-
 def transfer(signed_header: bytes, body: bytes) -> bytes:
     return messages.ShardTransfer(signed_header, body).encode()
 
@@ -248,7 +241,7 @@ def test_shard_header_signed_by_another_key_than_its_owner_is_refused(target: Ta
         # OTHER signs openly, under its own kid.
         (cose.sign1(payload, OTHER), f"COSE_Sign1 kid does not name node {OWNER.node_id}"),
         # OTHER signs but claims OWNER's kid: the signature itself fails.
-        (forged_sign1(payload, OWNER.kid, OTHER), "signature"),
+        (sign_as(payload, OTHER, OWNER.kid), "signature"),
     ]
     before, held = scrape(target), stored(target.agent)
 
@@ -309,7 +302,7 @@ class FakeHolder:
                 named = fake.proves if fake.forge_kid else fake.signs
                 receipt = receipt_for(header, named, int(time.time()))
                 if fake.forge_kid:
-                    signed = forged_sign1(receipt.to_payload(), fake.proves.kid, fake.signs)
+                    signed = sign_as(receipt.to_payload(), fake.signs, fake.proves.kid)
                 else:
                     signed = receipt.sign(fake.signs)
                 return Message(code=Code.CREATED, payload=signed, content_format=CT_COSE_SIGN1)

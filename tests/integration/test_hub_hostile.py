@@ -30,7 +30,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-import cbor2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -41,12 +40,14 @@ from hub.db import Database
 from hub.db_records import RewardRecord
 from hub.db_schema import ChallengeOutcome, PlacementState, RepairState
 from hub.service import LATE_GRACE, Hub
-from lichen import audit, cbor, cose, ledger, merkle, objects, proofs, shard, wire
+from lichen import audit, cose, ledger, objects, proofs, shard, wire
+from lichen.holder import receipt_for
 from lichen.hubmessages import Joined, Repaired, Status, make_join, make_receipts
 from lichen.hubwire import Name, agent_subscriptions, open_from_hub, parse_topic, topic
 from lichen.identity import Identity
-from lichen.manifest import Receipt
 from lichen.rewards import State
+from lichen.testing.holder import MemoryHolder
+from tests.forge import swap_kid
 from tests.mosquitto import Mosquitto, require_mosquitto
 
 T = TypeVar("T")
@@ -185,7 +186,7 @@ class FakeAgent:
             Name.CHALLENGE: asyncio.Queue(),
             Name.REPAIR: asyncio.Queue(),
         }
-        self.shards: dict[tuple[bytes, int], shard.Shard] = {}
+        self.holder = MemoryHolder()
 
     async def connect(self) -> None:
         await self.client.connect()
@@ -220,51 +221,35 @@ class FakeAgent:
         assert joined.accepted, joined.reason
 
     async def status(self) -> None:
-        online = Status(True, int(time.time()), b"session!", 1 << 20, 0, len(self.shards))
+        online = Status(True, int(time.time()), b"session!", 1 << 20, 0, len(self.holder))
         await self.publish(Name.STATUS, online.sign(self.identity))
 
     async def challenge(self) -> proofs.Challenge:
         message = await within(self.inbox[Name.CHALLENGE].get())
         return audit.open_challenge(message.payload, HUB_KEY.public, holder_kid=self.identity.kid)
 
-    def read_block(
-        self, object_cid: bytes, index: int, block_index: int
-    ) -> tuple[bytes, list[bytes]] | None:
-        held = self.shards.get((object_cid, index))
-        if held is None or not 0 <= block_index < held.header.leaf_count:
-            return None
-        tree = merkle.MerkleTree.from_body(held.body, held.header.block_size)
-        return (
-            shard.block(held.body, held.header.block_size, block_index),
-            tree.inclusion_path(block_index),
-        )
-
     def answer(self, challenge: proofs.Challenge, *, flip: bool = False) -> bytes:
         """Our signed answer; with ``flip``, one byte of one proof block is wrong."""
 
         def tampered(object_cid: bytes, index: int, block_index: int) -> Any:
-            got = self.read_block(object_cid, index, block_index)
+            got = self.holder.read_block(object_cid, index, block_index)
             assert got is not None
             block, path = got
             return bytes([block[0] ^ 0x01]) + block[1:], path
 
-        return proofs.answer(challenge, tampered if flip else self.read_block, self.identity)
+        return proofs.answer(challenge, tampered if flip else self.holder.read_block, self.identity)
 
     def receipt(
         self, held: shard.Shard, *, root: bytes | None = None, index: int | None = None
     ) -> bytes:
         """Our signed receipt for ``held`` (optionally lying about its root or index)."""
-        header = held.header
-        return Receipt(
-            object_cid=header.object_cid,
-            index=header.index if index is None else index,
-            root=header.root if root is None else root,
-            piece_size=header.piece_size,
-            expiry=header.expiry,
-            accepted_at=int(time.time()),
-            holder=self.identity.kid,
-            owner=header.owner_identity.kid,
-        ).sign(self.identity)
+        honest = receipt_for(held.header, self.identity, int(time.time()))
+        told = dataclasses.replace(
+            honest,
+            index=honest.index if index is None else index,
+            root=honest.root if root is None else root,
+        )
+        return told.sign(self.identity)
 
 
 @asynccontextmanager
@@ -300,13 +285,6 @@ def upload(
     return manifest.sign(owner), [s.signed_header for s in encoded.shards]
 
 
-def reswap_kid(signed: bytes, kid: bytes) -> bytes:
-    """``signed`` with another node's id in its (unprotected) kid; the signature is unchanged."""
-    tag = cbor2.loads(signed)
-    protected, _, payload, signature = tag.value
-    return cbor.encode(cbor2.CBORTag(cose.TAG_SIGN1, [protected, {4: kid}, payload, signature]))
-
-
 def resign(signed: bytes, signer: Identity) -> bytes:
     """The same payload signed by ``signer`` instead."""
     return cose.sign1(cose.parse(signed).payload, signer)
@@ -340,7 +318,7 @@ def test_joins_unenrolled_keys_and_impostors_are_refused(tmp_path: Path, broker_
             # through bob's connection (the broker has no ACL: any client can publish on any
             # topic), so bob's join answers when the hub has handled them.
             encoded = make_object(stranger.identity, 3, seed=1)
-            stranger.shards[(encoded.object_cid, 0)] = encoded.shards[0]
+            stranger.holder.add_shard(encoded.shards[0])
             online = Status(True, int(time.time()), b"session!", 1 << 20, 0, 1)
             await bob.publish(Name.STATUS, online.sign(stranger.identity), on=stranger.node_id)
             receipts = make_receipts(
@@ -373,11 +351,11 @@ def test_joins_unenrolled_keys_and_impostors_are_refused(tmp_path: Path, broker_
             offline = Status.offline(int(time.time()), b"session!").sign(bob.identity)
             forged = [
                 (Name.STATUS, offline),
-                (Name.STATUS, reswap_kid(offline, alice.identity.kid)),
+                (Name.STATUS, swap_kid(offline, alice.identity.kid)),
                 (Name.JOIN, make_join(bob.identity, TOKEN, name="alice", capacity=1, now=0)),
                 (
                     Name.JOIN,
-                    reswap_kid(
+                    swap_kid(
                         make_join(bob.identity, TOKEN, name="alice", capacity=1, now=0),
                         alice.identity.kid,
                     ),
@@ -577,7 +555,7 @@ def test_hostile_answers_earn_nothing_and_honest_ones_do(tmp_path: Path, broker_
             victim, forger = a["victim"], a["forger"]
             encoded = make_object(honest.identity, len(holders), seed=5)
             for index, name in enumerate(holders):
-                a[name].shards[(encoded.object_cid, index)] = encoded.shards[index]
+                a[name].holder.add_shard(encoded.shards[index])
             for agent in a.values():
                 assert (await agent.join()).accepted
                 await agent.status()
@@ -620,12 +598,12 @@ def test_hostile_answers_earn_nothing_and_honest_ones_do(tmp_path: Path, broker_
             by_forger = resign(true_answer, forger.identity)
             for_itself = proofs.answer(
                 dataclasses.replace(v_challenge, holder_kid=forger.identity.kid),
-                victim.read_block,
+                victim.holder.read_block,
                 forger.identity,
             )
             await forger.publish(Name.PROOF, by_forger, on=victim.node_id)  # kid: forger
             await forger.publish(
-                Name.PROOF, reswap_kid(by_forger, victim.identity.kid), on=victim.node_id
+                Name.PROOF, swap_kid(by_forger, victim.identity.kid), on=victim.node_id
             )
             await forger.publish(Name.PROOF, by_forger)  # names the victim, signed by the forger
             await forger.publish(Name.PROOF, for_itself)  # the forger has no challenge

@@ -24,7 +24,7 @@ import pytest
 
 from edge_agent.mqtt import Message, MqttClient, MqttError, Will, settings_for
 from hub.broker import EmbeddedBroker
-from lichen import audit, merkle, objects, proofs, shard
+from lichen import audit, objects, proofs
 from lichen.errors import BadSignature, ConfigError, Refused, RemoteProtocolError
 from lichen.hubmessages import (
     ChallengeMessage,
@@ -47,6 +47,7 @@ from lichen.hubwire import (
     topic,
 )
 from lichen.identity import Identity
+from lichen.testing.holder import MemoryHolder
 from tests.mosquitto import Account, Mosquitto, agent_account, hub_account, require_mosquitto
 
 T = TypeVar("T")
@@ -236,11 +237,9 @@ async def exchange(url: str) -> None:
         assert (await next_live(late)).payload == status.sign(B)
 
         # A challenge down at QoS 1 and its proof up, verified against the shards' roots.
-        encoded = stored_object()
-        trees = {s.header.index: merkle.MerkleTree.from_body(s.body, BLOCK) for s in encoded.shards}
-        held = [(encoded.object_cid, i, t.leaf_count) for i, t in trees.items()]
+        shards = MemoryHolder(stored_object().shards)
         challenge = proofs.make_challenge(
-            7, os.urandom(32), A.kid, NOW + 60, held, 3, 2, random.Random(0)
+            7, os.urandom(32), A.kid, NOW + 60, shards.held(), 3, 2, random.Random(0)
         )
         signed = audit.sign_challenge(challenge, HUB)
         await hub.client.publish(topic(A.node_id, Name.CHALLENGE), signed)
@@ -248,18 +247,11 @@ async def exchange(url: str) -> None:
         asked = audit.open_challenge(carried.signed, HUB.public, holder_kid=A.kid)
         assert asked == challenge
 
-        def read_block(object_cid: bytes, index: int, block_index: int) -> Any:
-            body = encoded.shards[index].body
-            return shard.block(body, BLOCK, block_index), trees[index].inclusion_path(block_index)
-
-        await a.client.publish(topic(A.node_id, Name.PROOF), proofs.answer(asked, read_block, A))
+        answer = proofs.answer(asked, shards.read_block, A)
+        await a.client.publish(topic(A.node_id, Name.PROOF), answer)
         got, proof = await hub.next(ProofMessage)
         assert (proof.epoch, proof.nonce) == (7, challenge.nonce)
-        roots = {
-            (encoded.object_cid, s.header.index): (s.header.root, s.header.leaf_count, BLOCK)
-            for s in encoded.shards
-        }
-        assert proofs.verify(challenge, proof.signed, got.sender, roots, NOW).all_passed
+        assert proofs.verify(challenge, proof.signed, got.sender, shards.roots(), NOW).all_passed
 
         # A vanishes without a DISCONNECT: the broker publishes its pre-signed offline will.
         await a.client.abort()

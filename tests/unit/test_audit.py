@@ -10,12 +10,13 @@ from typing import Any
 import cbor2
 import pytest
 
-from lichen import audit, cbor, cid, cose, merkle, proofs, shard, wire
-from lichen.audit import AuditTarget, Placement, judge, judge_answer, open_challenge, plan
+from lichen import audit, cbor, cid, cose, proofs, wire
+from lichen.audit import AuditTarget, Placement, judge_answer, open_challenge, plan
 from lichen.errors import BadSignature, LocalProtocolError, MalformedMessage
 from lichen.identity import Identity
 from lichen.proofs import Challenge
 from lichen.rewards import DeviceProof, RewardPolicy, epoch_rewards
+from lichen.testing.holder import MemoryHolder
 
 HUB = Identity(bytes(range(32)))
 DEVICE = Identity(bytes(range(1, 33)))
@@ -24,7 +25,6 @@ BLOCK = 512
 EPOCH = 7
 DEADLINE = 1_700_000_060
 NONCE = bytes(range(32))
-KEY = tuple[bytes, int]
 
 
 class Device:
@@ -33,30 +33,18 @@ class Device:
     def __init__(self, identity: Identity, shards: int, seed: int = 1) -> None:
         rng = random.Random(seed)
         self.identity = identity
-        self.bodies: dict[KEY, bytes] = {}
-        self.trees: dict[KEY, merkle.MerkleTree] = {}
-        self.placements: list[Placement] = []
+        self.holder = MemoryHolder()
         for i in range(shards):
             body = rng.randbytes(rng.randrange(1, 8 * BLOCK))
-            key = (cid.of(rng.randbytes(16)), i % 10)
-            tree = merkle.MerkleTree.from_body(body, BLOCK)
-            self.bodies[key], self.trees[key] = body, tree
-            self.placements.append(Placement(key[0], key[1], tree.root, BLOCK, len(body)))
-        self.lost: set[KEY] = set()
+            self.holder.add(cid.of(rng.randbytes(16)), i % 10, body, BLOCK)
+        self.placements = self.holder.placements()
 
     @property
     def node_id(self) -> str:
         return self.identity.node_id
 
-    def read_block(self, object_cid: bytes, index: int, block: int) -> Any:
-        key = (object_cid, index)
-        if key in self.lost:
-            return None
-        body = self.bodies[key]
-        return shard.block(body, BLOCK, block), self.trees[key].inclusion_path(block)
-
     def answer(self, challenge: Challenge) -> bytes:
-        return proofs.answer(challenge, self.read_block, self.identity)
+        return proofs.answer(challenge, self.holder.read_block, self.identity)
 
 
 DEV = Device(DEVICE, 60)
@@ -140,7 +128,7 @@ def test_plan_asks_every_shard_of_a_small_holder_and_skips_empty_ones() -> None:
     assert list(challenges) == [small.node_id]
     assert len(challenges[small.node_id].items) == 5
     for item in challenges[small.node_id].items:
-        leaves = small.trees[item.object_cid, item.shard_index].leaf_count
+        leaves = small.holder[item.object_cid, item.shard_index].leaf_count
         assert len(item.block_indices) == min(3, leaves)
 
 
@@ -224,7 +212,7 @@ def test_an_honest_answer_passes_every_item() -> None:
     assert len(proof.items) == 44 and all(item.passed for item in proof.items)
     first = challenge.items[0]
     assert proof.items[0].shard == f"{first.object_cid.hex()}/{first.shard_index}"
-    assert proof.items[0].shard_bytes == len(DEV.bodies[first.object_cid, first.shard_index])
+    assert proof.items[0].shard_bytes == len(DEV.holder[first.object_cid, first.shard_index].body)
 
 
 def test_no_answer_is_a_missed_answer_with_the_bytes_held() -> None:
@@ -244,7 +232,7 @@ def test_lost_shards_fail_as_missing() -> None:
     cheat = Device(DEVICE, 60)
     challenge = challenge_for(cheat)
     asked = [(i.object_cid, i.shard_index) for i in challenge.items]
-    cheat.lost = set(asked[:3])
+    cheat.holder.lose(asked[:3])
     result = judge_answer(
         challenge, (cheat.answer(challenge), 0.0), DEVICE.public, cheat.placements
     )
@@ -257,7 +245,7 @@ def test_blocks_made_up_fail_as_bad_blocks() -> None:
     challenge = challenge_for()
 
     def made_up(object_cid: bytes, index: int, block: int) -> Any:
-        real = DEV.read_block(object_cid, index, block)
+        real = DEV.holder.read_block(object_cid, index, block)
         return b"\x00" * len(real[0]), real[1]
 
     answer = proofs.answer(challenge, made_up, DEVICE)
@@ -284,7 +272,7 @@ def test_a_replayed_answer_fails_every_item() -> None:
 def test_an_answer_signed_by_another_key_fails_every_item() -> None:
     challenge = challenge_for()
     forged = dataclasses.replace(challenge, holder_kid=OTHER.kid)
-    answer = proofs.answer(forged, DEV.read_block, OTHER)
+    answer = proofs.answer(forged, DEV.holder.read_block, OTHER)
     assert rejected(answer, challenge) == audit.BAD_SIGNATURE
 
 
@@ -327,21 +315,23 @@ def test_judge_feeds_the_rewards() -> None:
     placements = {DEV.node_id: DEV.placements, cheat.node_id: cheat.placements}
     nonces = {DEV.node_id: NONCE, cheat.node_id: bytes(32)}
     challenges = plan(EPOCH, placements, nonces, DEADLINE)
-    cheat.lost = {(i.object_cid, i.shard_index) for i in challenges[cheat.node_id].items[:1]}
+    cheat.holder.lose((i.object_cid, i.shard_index) for i in challenges[cheat.node_id].items[:1])
     answers = {DEV.node_id: (DEV.answer(challenges[DEV.node_id]), 1.0)}
     answers[cheat.node_id] = (cheat.answer(challenges[cheat.node_id]), 1.0)
     keys = {DEV.node_id: DEVICE.public, cheat.node_id: OTHER.public}
-    result = judge(challenges, answers, keys, placements)
+    result = {
+        node: judge_answer(challenge, answers[node], keys[node], placements[node]).proof
+        for node, challenge in challenges.items()
+    }
     assert all(item.passed for item in result[DEV.node_id].items)
     assert sum(not item.passed for item in result[cheat.node_id].items) == 1
     rewards = epoch_rewards(EPOCH, 3600, RewardPolicy(pool=100), result, {})
     assert rewards.device(DEV.node_id).outcome == "passed"
     assert rewards.device(cheat.node_id).outcome == "failed"
     assert "missing x1" in " ".join(rewards.device(cheat.node_id).explanation)
-    # A device that sent nothing did not answer; a device with no key is the caller's bug.
-    assert not judge(challenges, {}, keys, placements)[DEV.node_id].answered
-    with pytest.raises(LocalProtocolError, match="no key"):
-        judge(challenges, answers, {}, placements)
+    # A device that sent nothing did not answer; judging it under another key is a bug.
+    silent = judge_answer(challenges[DEV.node_id], None, DEVICE.public, DEV.placements)
+    assert not silent.proof.answered
     with pytest.raises(LocalProtocolError):
         judge_answer(challenges[DEV.node_id], None, OTHER.public, DEV.placements)
 

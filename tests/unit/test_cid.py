@@ -41,6 +41,16 @@ def test_bad_addresses_are_refused(text: str) -> None:
         cid.from_text(text)
 
 
+def test_only_the_canonical_spelling_is_accepted() -> None:
+    text = cid.text_of(b"hello world\n")
+    alphabet = "abcdefghijklmnopqrstuvwxyz234567"
+    # The last character carries 2 spare bits: flipping one spells the same 36 bytes.
+    alias = text[:-1] + alphabet[alphabet.index(text[-1]) ^ 1]
+    for other in (text.upper(), "b" + text[1:].upper(), text[:-2] + text[-2:].upper(), alias):
+        with pytest.raises(MalformedMessage, match="content address"):
+            cid.from_text(other)
+
+
 def test_bad_binary_is_refused() -> None:
     with pytest.raises(MalformedMessage):
         cid.check(b"\x01\x71\x12\x20" + bytes(32))

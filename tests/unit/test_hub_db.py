@@ -765,6 +765,19 @@ def test_malformed_ids_are_refused_on_write(db: Database, node_id: str) -> None:
         db.record_object(dataclasses.replace(make_object(1), owner=node_id), 1.0)
 
 
+def test_non_canonical_content_addresses_are_refused_on_write(db: Database) -> None:
+    text = cids.text_of(b"x")
+    alphabet = "abcdefghijklmnopqrstuvwxyz234567"
+    # The last character's 2 spare bits, or upper case: the same CID spelt another way.
+    alias = text[:-1] + alphabet[alphabet.index(text[-1]) ^ 1]
+    for bad in (alias, text[:-2] + text[-2:].upper()):
+        with pytest.raises(LocalProtocolError, match="canonical"):
+            db.park_receipt(ParkedReceipt(bad, 0, ident(1).node_id, b"r", 1.0))
+        with pytest.raises(LocalProtocolError, match="canonical"):
+            db.record_object(dataclasses.replace(make_object(1), cid=bad), 1.0)
+    assert db.list_objects().total == 0
+
+
 # -- SQLite specifics -------------------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lichen import audit, cbor, cose, hubwire, manifest, merkle, objects, proofs, shard, wire
+from lichen import audit, cbor, cose, hubwire, manifest, objects, proofs, wire
 from lichen.errors import (
     BadMac,
     BadSignature,
@@ -24,6 +24,7 @@ from lichen.errors import (
     RemoteProtocolError,
     UnsupportedVersion,
 )
+from lichen.holder import receipt_for
 from lichen.hubmessages import (
     MAX_BATCH_RECEIPTS,
     ChallengeMessage,
@@ -44,8 +45,18 @@ from lichen.hubmessages import (
     new_token,
     receipt_batches,
 )
-from lichen.hubwire import KnownDevice, Name, open_from_agent, open_from_hub, parse_topic, topic
+from lichen.hubwire import (
+    CheckedRepair,
+    KnownDevice,
+    Name,
+    open_from_agent,
+    open_from_hub,
+    parse_topic,
+    topic,
+)
 from lichen.identity import Identity
+from lichen.testing.holder import MemoryHolder
+from tests.forge import sign_as
 
 HUB = Identity(bytes(range(32)))
 A = Identity(bytes(range(1, 33)))
@@ -67,13 +78,6 @@ ENROLLED = devices(A, B)
 
 def on(identity: Identity, name: Name) -> str:
     return topic(identity.node_id, name)
-
-
-def forge(payload: bytes, signer: Identity, kid: bytes) -> bytes:
-    """A COSE_Sign1 whose signature is ``signer``'s but whose kid names someone else."""
-    value = cbor2.loads(cose.sign1(payload, signer))
-    value.value[1] = {cose.HEADER_KID: kid}
-    return cbor.encode(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,19 +106,7 @@ def store(owner: Identity, holder: Identity, seed: int = 0) -> Stored:
         block_size=BLOCK,
     )
     m = objects.make_manifest(encoded, [holder.kid] * 3, owner=owner, created=NOW)
-    receipts = tuple(
-        manifest.Receipt(
-            object_cid=encoded.object_cid,
-            index=s.header.index,
-            root=s.header.root,
-            piece_size=s.header.piece_size,
-            expiry=s.header.expiry,
-            accepted_at=NOW,
-            holder=holder.kid,
-            owner=owner.kid,
-        ).sign(holder)
-        for s in encoded.shards
-    )
+    receipts = tuple(receipt_for(s.header, holder, NOW).sign(holder) for s in encoded.shards)
     return Stored(encoded, m.sign(owner), m, receipts)
 
 
@@ -320,19 +312,11 @@ def test_receipt_batches_split() -> None:
 
 
 def answer_for(holder: Identity, stored: Stored, epoch: int = 3) -> tuple[proofs.Challenge, bytes]:
-    trees = {
-        s.header.index: merkle.MerkleTree.from_body(s.body, BLOCK) for s in stored.encoded.shards
-    }
-    held = [(stored.encoded.object_cid, i, t.leaf_count) for i, t in trees.items()]
+    shards = MemoryHolder(stored.encoded.shards)
     challenge = proofs.make_challenge(
-        epoch, bytes(range(32)), holder.kid, NOW + 60, held, 2, 2, random.Random(1)
+        epoch, bytes(range(32)), holder.kid, NOW + 60, shards.held(), 2, 2, random.Random(1)
     )
-
-    def read_block(object_cid: bytes, index: int, block_index: int) -> Any:
-        body = stored.encoded.shards[index].body
-        return shard.block(body, BLOCK, block_index), trees[index].inclusion_path(block_index)
-
-    return challenge, proofs.answer(challenge, read_block, holder)
+    return challenge, proofs.answer(challenge, shards.read_block, holder)
 
 
 def test_proof_is_carried_as_signed_and_verifies() -> None:
@@ -341,25 +325,18 @@ def test_proof_is_carried_as_signed_and_verifies() -> None:
     message = got.message
     assert isinstance(message, ProofMessage)
     assert (message.epoch, message.nonce, message.signed) == (3, bytes(range(32)), signed)
-    roots = {
-        (OBJ.encoded.object_cid, s.header.index): (s.header.root, s.header.leaf_count, BLOCK)
-        for s in OBJ.encoded.shards
-    }
-    result = proofs.verify(challenge, message.signed, got.sender, roots, NOW)
-    assert result.all_passed
+    roots = MemoryHolder(OBJ.encoded.shards).roots()
+    assert proofs.verify(challenge, message.signed, got.sender, roots, NOW).all_passed
 
 
 def test_forged_proof_is_carried_to_its_judge_which_refuses_it() -> None:
     """A proof under A's kid but signed by B: opening only reads it (its judge checks the
     signature, once), and the judge finds it is not A's answer."""
     challenge, signed = answer_for(A, OBJ)
-    forged = forge(cose.parse(signed).payload, B, A.kid)
+    forged = sign_as(cose.parse(signed).payload, B, A.kid)
     got = open_from_agent(on(A, Name.PROOF), forged, ENROLLED)
     assert isinstance(got.message, ProofMessage) and got.message.signed == forged
-    placements = [
-        audit.Placement(OBJ.encoded.object_cid, s.header.index, s.header.root, BLOCK, len(s.body))
-        for s in OBJ.encoded.shards
-    ]
+    placements = MemoryHolder(OBJ.encoded.shards).placements()
     verdict = audit.judge_answer(challenge, (forged, NOW), got.sender, placements)
     assert verdict.forged and verdict.rejected and verdict.failed == len(challenge.items)
     honest = audit.judge_answer(challenge, (signed, NOW), got.sender, placements)
@@ -403,7 +380,7 @@ def test_join_carrying_another_key_is_refused() -> None:
 
 def test_join_with_forged_signature_is_refused() -> None:
     join = Join(A.public.public_key, "pi", 5, join_mac(TOKEN, A.public.public_key), NOW)
-    signed = forge(join.to_payload(), B, A.kid)
+    signed = sign_as(join.to_payload(), B, A.kid)
     with pytest.raises(BadSignature):
         open_from_agent(on(A, Name.JOIN), signed, devices(), join_token=TOKEN)
 
@@ -427,7 +404,7 @@ def test_right_topic_wrong_signer_is_refused() -> None:
     with pytest.raises(BadSignature):
         open_from_agent(on(A, Name.STATUS), Status.offline(NOW, SESSION).sign(B), ENROLLED)
     # B signs but claims A's kid: the signature does not verify under A's key.
-    forged = forge(Status.offline(NOW, SESSION).to_payload(), B, A.kid)
+    forged = sign_as(Status.offline(NOW, SESSION).to_payload(), B, A.kid)
     with pytest.raises(BadSignature):
         open_from_agent(on(A, Name.STATUS), forged, ENROLLED)
 
@@ -474,8 +451,8 @@ def test_unknown_field_and_version() -> None:
     with pytest.raises(UnsupportedVersion):
         open_from_agent(on(A, Name.STATUS), cose.sign1(cbor.encode({**fields, 0: 2}), A), ENROLLED)
     # An offline status with figures, or an online one without them.
+    bad = {**fields, 5: 1}
     with pytest.raises(MalformedMessage):
-        bad = {**fields, 5: 1}
         open_from_agent(on(A, Name.STATUS), cose.sign1(cbor.encode(bad), A), ENROLLED)
     with pytest.raises(MalformedMessage):
         open_from_agent(
@@ -558,8 +535,9 @@ def test_proof_by_another_holder_is_refused() -> None:
         open_from_agent(on(A, Name.PROOF), cose.sign1(truncated, A), ENROLLED)
     # Unreadable payloads are refused before any judging, signed or not.
     for payload in (b"\xff", cbor.encode([1, 2]), cbor.encode({0: 1, 1: 7, 2: 1})):
+        forged = sign_as(payload, B, A.kid)
         with pytest.raises(MalformedMessage):
-            open_from_agent(on(A, Name.PROOF), forge(payload, B, A.kid), ENROLLED)
+            open_from_agent(on(A, Name.PROOF), forged, ENROLLED)
 
 
 @pytest.mark.parametrize(
@@ -631,23 +609,21 @@ def test_joined_pins_the_hub() -> None:
 
 def test_joined_refusals() -> None:
     signed = make_joined(HUB, A.kid, TOKEN, accepted=True, now=NOW)
+    other = make_joined(B, A.kid, "a-different-token-123", accepted=True, now=NOW)
     with pytest.raises(BadMac):  # a hub that does not know our token
-        other = make_joined(B, A.kid, "a-different-token-123", accepted=True, now=NOW)
         open_from_hub(on(A, Name.JOINED), other, me=A.node_id, hub=None, join_token=TOKEN)
     with pytest.raises(BadSignature):  # another hub than the pinned one
         open_from_hub(on(A, Name.JOINED), signed, me=A.node_id, hub=B.public)
     with pytest.raises(NotAuthorised):
         open_from_hub(on(A, Name.JOINED), signed, me=A.node_id, hub=None)
+    for_b = make_joined(HUB, B.kid, TOKEN, accepted=True, now=NOW)
     with pytest.raises(BadSignature):  # B's answer replayed on A's topic
-        for_b = make_joined(HUB, B.kid, TOKEN, accepted=True, now=NOW)
         open_from_hub(on(A, Name.JOINED), for_b, me=A.node_id, hub=None, join_token=TOKEN)
     with pytest.raises(MalformedMessage):  # not our topic
         open_from_hub(on(B, Name.JOINED), signed, me=A.node_id, hub=None, join_token=TOKEN)
+    forged = sign_as(cose.parse(signed).payload, B, HUB.kid)
     with pytest.raises(BadSignature):  # carries the hub key but signed by another
-        payload = cose.parse(signed).payload
-        open_from_hub(
-            on(A, Name.JOINED), forge(payload, B, HUB.kid), me=A.node_id, hub=None, join_token=TOKEN
-        )
+        open_from_hub(on(A, Name.JOINED), forged, me=A.node_id, hub=None, join_token=TOKEN)
 
 
 def test_challenge_is_carried() -> None:
@@ -656,37 +632,32 @@ def test_challenge_is_carried() -> None:
     got = open_from_hub(on(A, Name.CHALLENGE), signed, me=A.node_id, hub=HUB.public)
     assert got == ChallengeMessage(signed)
     assert audit.open_challenge(got.signed, HUB.public, holder_kid=A.kid) == challenge
+    by_b = cose.sign1(challenge.encode(), B)
     with pytest.raises(BadSignature):
-        open_from_hub(
-            on(A, Name.CHALLENGE), cose.sign1(challenge.encode(), B), me=A.node_id, hub=HUB.public
-        )
+        open_from_hub(on(A, Name.CHALLENGE), by_b, me=A.node_id, hub=HUB.public)
+    forged = sign_as(challenge.encode(), B, HUB.kid)
     with pytest.raises(BadSignature):
-        open_from_hub(
-            on(A, Name.CHALLENGE),
-            forge(challenge.encode(), B, HUB.kid),
-            me=A.node_id,
-            hub=HUB.public,
-        )
+        open_from_hub(on(A, Name.CHALLENGE), forged, me=A.node_id, hub=HUB.public)
     with pytest.raises(NotAuthorised):
         open_from_hub(on(A, Name.CHALLENGE), signed, me=A.node_id, hub=None)
+    big = b"\x00" * (hubwire.MAX_CHALLENGE_SIZE + 1)
     with pytest.raises(MalformedMessage, match="exceeds"):
-        big = b"\x00" * (hubwire.MAX_CHALLENGE_SIZE + 1)
         open_from_hub(on(A, Name.CHALLENGE), big, me=A.node_id, hub=HUB.public)
 
 
 def test_repair_order_round_trip() -> None:
     order = repair_order()
     got = open_from_hub(on(A, Name.REPAIR), order.sign(HUB), me=A.node_id, hub=HUB.public)
-    assert got == order
-    assert isinstance(got, RepairOrder) and got.check() == OBJ.manifest
+    assert got == CheckedRepair(order, OBJ.manifest)
+    assert order.check() == OBJ.manifest
 
 
 def test_repair_order_refusals() -> None:
     signed = repair_order().sign(HUB)
     with pytest.raises(BadSignature):
         open_from_hub(on(A, Name.REPAIR), repair_order().sign(B), me=A.node_id, hub=HUB.public)
+    to_b = repair_order(repairer=B.kid).sign(HUB)
     with pytest.raises(BadSignature):  # addressed to B, replayed on A's topic
-        to_b = repair_order(repairer=B.kid).sign(HUB)
         open_from_hub(on(A, Name.REPAIR), to_b, me=A.node_id, hub=HUB.public)
     with pytest.raises(MalformedMessage):
         open_from_hub(on(A, Name.STATUS), signed, me=A.node_id, hub=HUB.public)

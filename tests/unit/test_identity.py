@@ -26,6 +26,12 @@ def test_bad_node_ids_are_refused(text: object) -> None:
         identity.parse_node_id(text)  # type: ignore[arg-type]
 
 
+def test_only_the_lowercase_node_id_is_accepted() -> None:
+    for other in (ALICE.node_id.upper(), ALICE.node_id[:-1] + ALICE.node_id[-1].upper()):
+        with pytest.raises(MalformedMessage, match="canonical"):
+            identity.parse_node_id(other)
+
+
 def test_bad_keys_are_refused() -> None:
     with pytest.raises(LocalProtocolError):
         identity.Identity(b"short")

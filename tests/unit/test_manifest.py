@@ -71,7 +71,7 @@ def test_manifest_round_trip() -> None:
     opened = manifest.open_manifest(m.sign(OWNER))
     assert opened == m
     assert opened.cid_text.startswith("bafkrei")
-    assert manifest.holders_of(opened)[0] == HOLDER.node_id
+    assert opened.holders[0] == HOLDER.kid
 
 
 def test_manifest_without_label_round_trips() -> None:

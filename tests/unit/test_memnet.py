@@ -1,4 +1,4 @@
-"""The in-memory network: determinism, loss, partitions, dead hosts, delay, size, RPC."""
+"""The in-memory network: determinism, loss, partitions, dead hosts, delay, size."""
 
 from __future__ import annotations
 
@@ -12,10 +12,8 @@ from lichen.errors import ConfigError, LocalProtocolError
 from lichen.testing import (
     DropReason,
     FakeClock,
-    IncomingRequest,
     LinkConfig,
     MemoryNetwork,
-    PacketKind,
     TraceEntry,
 )
 
@@ -58,7 +56,7 @@ def test_delivery_goes_through_the_clock() -> None:
     clock.advance(0.05)
     assert boxes["b"] == [(0.25, "a", b"hi")]
     assert net.stats.sent == 1 and net.stats.delivered == 1
-    assert net.trace == [TraceEntry(0.25, PacketKind.DATAGRAM, "a", "b", b"hi", None)]
+    assert net.trace == [TraceEntry(0.25, "a", "b", b"hi", None)]
 
 
 def lossy_run(seed: int) -> list[TraceEntry]:
@@ -304,109 +302,6 @@ def test_handlers_can_send_from_inside_a_delivery() -> None:
     net.send("p", "q", b"")
     clock.run_until_idle()
     assert seen == [(1.0, b"?"), (2.0, b"?!?"), (3.0, b"?!?!?")]
-
-
-def echo(request: IncomingRequest) -> None:
-    request.reply(b"re:" + request.data)
-
-
-def test_request_gets_its_reply_after_a_round_trip() -> None:
-    clock, net = make(default=LinkConfig(delay=0.1))
-    net.attach("client", lambda s, d: None)
-    net.attach("server", lambda s, d: None, responder=echo)
-    got: list[tuple[float, bytes | None]] = []
-    pending = net.request("client", "server", b"ping", 1.0, lambda r: got.append((clock.now(), r)))
-    assert clock.run_until(lambda: pending.done)
-    assert got == [(0.2, b"re:ping")]
-    assert not pending.timed_out
-    clock.run_until_idle()
-    assert got == [(0.2, b"re:ping")]
-    assert net.stats.requests == 1 and net.stats.replies == 1 and net.stats.sent == 2
-    assert [e.kind for e in net.trace] == [PacketKind.REQUEST, PacketKind.REPLY]
-
-
-def test_request_to_a_dead_host_times_out_once() -> None:
-    clock, net = make()
-    net.attach("client", lambda s, d: None)
-    net.attach("server", lambda s, d: None, responder=echo)
-    net.detach("server")
-    got: list[tuple[float, bytes | None]] = []
-    pending = net.request("client", "server", b"ping", 2.0, lambda r: got.append((clock.now(), r)))
-    clock.run_until_idle()
-    assert got == [(2.0, None)]
-    assert pending.done and pending.timed_out
-    assert net.stats.timeouts == 1 and net.stats.dropped == {DropReason.DEAD: 1}
-
-
-def test_request_without_a_responder_is_dropped() -> None:
-    clock, net = make()
-    wire(net, "client", "plain")
-    got: list[bytes | None] = []
-    net.request("client", "plain", b"ping", 1.0, got.append)
-    clock.run_until_idle()
-    assert got == [None]
-    assert net.stats.dropped == {DropReason.NO_RESPONDER: 1}
-
-
-def test_late_reply_is_counted_and_ignored() -> None:
-    clock, net = make(default=LinkConfig(delay=1.0))
-    held: list[IncomingRequest] = []
-    net.attach("client", lambda s, d: None)
-    net.attach("server", lambda s, d: None, responder=held.append)
-    got: list[bytes | None] = []
-    net.request("client", "server", b"slow", 1.5, got.append)
-    clock.advance(1.0)
-    clock.call_later(3.0, held[0].reply, b"too late")
-    clock.run_until_idle()
-    assert got == [None]
-    assert net.stats.late_replies == 1 and net.stats.replies == 0
-    with pytest.raises(LocalProtocolError):
-        held[0].reply(b"again")
-
-
-def test_deferred_reply_and_cancel() -> None:
-    clock, net = make(default=LinkConfig(delay=0.1))
-    held: list[IncomingRequest] = []
-    net.attach("client", lambda s, d: None)
-    net.attach("server", lambda s, d: None, responder=held.append)
-    got: list[bytes | None] = []
-    net.request("client", "server", b"a", 5.0, got.append)
-    cancelled = net.request("client", "server", b"b", 5.0, got.append)
-    clock.advance(0.1)
-    cancelled.cancel()
-    for request in held:
-        clock.call_later(1.0, request.reply, request.data.upper())
-    clock.run_until_idle()
-    assert got == [b"A"]
-    assert net.stats.late_replies == 1 and net.stats.timeouts == 0
-    assert len(clock) == 0
-
-
-def test_request_timeout_must_be_positive() -> None:
-    _, net = make()
-    wire(net, "a", "b")
-    for bad in (0.0, -1.0, float("inf"), float("nan")):
-        with pytest.raises(LocalProtocolError):
-            net.request("a", "b", b"", bad, lambda r: None)
-
-
-def test_lossy_rpc_is_deterministic_and_balanced() -> None:
-    def run(seed: int) -> list[bytes | None]:
-        clock, net = make(seed, LinkConfig(loss=0.3, delay=0.01, jitter=0.02, duplicate=0.2))
-        net.attach("c", lambda s, d: None)
-        net.attach("s", lambda s, d: None, responder=echo)
-        got: list[bytes | None] = []
-        for i in range(200):
-            net.request("c", "s", str(i).encode(), 0.1, got.append)
-        clock.run_until_idle()
-        s = net.stats
-        assert len(got) == 200 == s.replies + s.timeouts
-        assert balanced(net)
-        return got
-
-    first = run(7)
-    assert first == run(7)
-    assert None in first and any(reply is not None for reply in first)
 
 
 def test_ten_thousand_endpoints_hear_one_broadcast() -> None:

@@ -50,7 +50,7 @@ def _blocks(count: int, seed: int = 0) -> list[bytes]:
 
 
 def test_empty_tree_root_is_hash_of_nothing() -> None:
-    assert merkle.root_of([]) == _h(b"")
+    assert merkle.MerkleTree([]).root == _h(b"")
     assert merkle.MerkleTree([]).leaf_count == 0
 
 
@@ -99,7 +99,7 @@ CT_PATHS = {
 
 def test_certificate_transparency_reference_vectors() -> None:
     for size in range(1, 9):
-        assert merkle.root_of(CT_LEAVES[:size]).hex() == CT_ROOTS[size - 1]
+        assert merkle.MerkleTree(CT_LEAVES[:size]).root.hex() == CT_ROOTS[size - 1]
     tree = merkle.MerkleTree(CT_LEAVES)
     for index, expected in CT_PATHS.items():
         path = tree.inclusion_path(index)
@@ -114,7 +114,7 @@ def test_matches_rfc_definition_for_every_index(count: int, seed: int) -> None:
     tree = merkle.MerkleTree(blocks)
     root = ref_mth(blocks)
     assert tree.root == root
-    assert merkle.root_of(blocks) == root
+    assert merkle.MerkleTree(blocks).root == root
     for index in range(count):
         path = tree.inclusion_path(index)
         assert path == ref_path(index, blocks)
@@ -202,7 +202,7 @@ def test_leaf_cannot_pose_as_interior_node() -> None:
     blocks = [b"left", b"right"]
     two = merkle.MerkleTree(blocks)
     forged = merkle.leaf_hash(blocks[0]) + merkle.leaf_hash(blocks[1])
-    assert merkle.root_of([forged]) != two.root
+    assert merkle.MerkleTree([forged]).root != two.root
 
 
 def test_from_body_cuts_fixed_blocks_with_short_last() -> None:
