@@ -8,6 +8,7 @@ returns as soon as a matching line appears, and fails with the agent's log if it
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -18,11 +19,14 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+import aiocoap
+from aiocoap import Code, Message
 
 from edge_agent.agent import free_port as agent_free_port
 from tests.netns import Namespace
@@ -315,3 +319,23 @@ class HubProc(AgentProc):
         """GET ``path`` from the hub's JSON API."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10) as r:
             return json.loads(r.read())
+
+
+async def post_packs(port: int, stream: str, packs: Iterable[list[dict[str, Any]]]) -> int:
+    """POST each SenML+JSON pack to ``stream`` on the agent at 127.0.0.1:``port``, one after
+    another, as a sensor would; how many were acknowledged (2.04 Changed)."""
+    context = await aiocoap.Context.create_client_context()
+    acknowledged = 0
+    try:
+        for pack in packs:
+            request = Message(
+                code=Code.POST,
+                uri=f"coap://127.0.0.1:{port}/s/{stream}",
+                payload=json.dumps(pack).encode(),
+                content_format=110,  # SenML+JSON, RFC 8428
+            )
+            response = await asyncio.wait_for(context.request(request).response, WAIT)
+            acknowledged += response.code == Code.CHANGED
+    finally:
+        await context.shutdown()
+    return acknowledged

@@ -10,19 +10,16 @@ screenshot at desktop and phone widths (``out/screenshots``).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import aiocoap
 import pytest
-from aiocoap import Code, Message
 from playwright.sync_api import Browser, expect
 
-from tests.agents import AgentProc, HubProc, mesh
+from tests.agents import AgentProc, HubProc, mesh, post_packs
 from tests.browser.conftest import WIDTHS, Watcher, new_hub, screenshot
 from tests.mosquitto import Mosquitto, require_mosquitto
 
@@ -32,30 +29,6 @@ CHARTS_DRAWN = (
     " === document.querySelectorAll('.uplot').length"
 )
 WATCH = 45_000  # ms a page is watched for a change: several epochs and refreshes
-
-
-async def _post_readings(port: int, count: int) -> int:
-    context = await aiocoap.Context.create_client_context()
-    accepted = 0
-    try:
-        for i in range(count):
-            pack = json.dumps(
-                [
-                    {"bn": "kitchen:", "n": "temp", "u": "Cel", "v": 20 + (i % 7) / 2},
-                    {"n": "humidity", "u": "%RH", "v": 40 + i % 5},
-                ]
-            ).encode()
-            request = Message(
-                code=Code.POST,
-                uri=f"coap://127.0.0.1:{port}/s/kitchen",
-                payload=pack,
-                content_format=110,
-            )
-            response = await context.request(request).response
-            accepted += response.code == Code.CHANGED
-    finally:
-        await context.shutdown()
-    return accepted
 
 
 def _holders(agents: list[AgentProc], address: str) -> list[AgentProc]:
@@ -98,7 +71,14 @@ def community(tmp_path: Path) -> Iterator[tuple[HubProc, list[AgentProc], str]]:
                 address = put.stdout.decode().strip()
                 # Playwright's sync API keeps an event loop running in this thread.
                 with ThreadPoolExecutor(1) as pool:
-                    posted = pool.submit(asyncio.run, _post_readings(writer.port, 20))
+                    packs = [
+                        [
+                            {"bn": "kitchen:", "n": "temp", "u": "Cel", "v": 20 + (i % 7) / 2},
+                            {"n": "humidity", "u": "%RH", "v": 40 + i % 5},
+                        ]
+                        for i in range(20)
+                    ]
+                    posted = pool.submit(asyncio.run, post_packs(writer.port, "kitchen", packs))
                     assert posted.result() == 20
                 hub.wait_for(r"epoch \d+ closed: \d+ devices, [1-9]\d* paid")
                 yield hub, agents, address

@@ -9,15 +9,12 @@ of it verifies.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from pathlib import Path
 
-import aiocoap
 import pytest
-from aiocoap import Code, Message
 
-from tests.agents import AgentProc, HubProc, mesh
+from tests.agents import AgentProc, HubProc, mesh, post_packs
 from tests.mosquitto import Mosquitto, require_mosquitto
 from tests.pg import pg_cluster, pg_database, pg_url  # noqa: F401  (fixtures)
 
@@ -29,25 +26,6 @@ def database_url(request: pytest.FixtureRequest) -> str:
     if request.param == "sqlite":
         return ""
     return str(request.getfixturevalue("pg_url"))
-
-
-async def _post_readings(port: int, count: int) -> int:
-    context = await aiocoap.Context.create_client_context()
-    accepted = 0
-    try:
-        for i in range(count):
-            pack = json.dumps([{"n": "kitchen", "u": "Cel", "v": 20 + i / 10}]).encode()
-            request = Message(
-                code=Code.POST,
-                uri=f"coap://127.0.0.1:{port}/s/kitchen.temp",
-                payload=pack,
-                content_format=110,
-            )
-            response = await context.request(request).response
-            accepted += response.code == Code.CHANGED
-    finally:
-        await context.shutdown()
-    return accepted
 
 
 def _holder_of(agents: list[AgentProc], address: str, exclude: set[str]) -> AgentProc:
@@ -92,7 +70,8 @@ def test_hub_agents_and_mosquitto(tmp_path: Path, database_url: str) -> None:
                 (tmp_path / "in.bin").write_bytes(data)
                 address = writer.cli("put", str(tmp_path / "in.bin"), "--k", "2", "--n", "4")
                 address_text = address.stdout.decode().strip()
-                assert asyncio.run(_post_readings(writer.port, 30)) == 30
+                packs = [[{"n": "kitchen", "u": "Cel", "v": 20 + i / 10}] for i in range(30)]
+                assert asyncio.run(post_packs(writer.port, "kitchen.temp", packs)) == 30
 
                 # Every holder proves what it holds and is rewarded.
                 first = int(

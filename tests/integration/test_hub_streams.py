@@ -10,34 +10,13 @@ debug lines) and looks at the hub's SQLite database after each.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import aiocoap
-from aiocoap import Code, Message
 
 from hub.db import Database, default_url
-from tests.agents import WAIT, HubProc, mesh
+from tests.agents import HubProc, mesh, post_packs
 from tests.mosquitto import Mosquitto, require_mosquitto
-
-
-async def _post(port: int, stream: str, records: list[dict[str, Any]]) -> None:
-    context = await aiocoap.Context.create_client_context()
-    try:
-        for record in records:
-            request = Message(
-                code=Code.POST,
-                uri=f"coap://127.0.0.1:{port}/s/{stream}",
-                payload=json.dumps([record]).encode(),
-                content_format=110,
-            )
-            response = await asyncio.wait_for(context.request(request).response, WAIT)
-            assert response.code == Code.CHANGED, response
-    finally:
-        await context.shutdown()
 
 
 def _until_reported(hub: HubProc, node_id: str, since: int, done: Callable[[int], bool]) -> None:
@@ -78,10 +57,10 @@ def test_stream_figures_reach_the_hub(tmp_path: Path) -> None:
                 since = hub.mark()
                 temps = [{"n": "kitchen", "u": "Cel", "v": 20 + i / 4} for i in range(5)]
                 # A text value is stored by the agent but is no figure for a chart.
-                asyncio.run(
-                    _post(sharing.port, "kitchen.temp", [*temps, {"n": "door", "vs": "open"}])
-                )
-                asyncio.run(_post(private.port, "garden", [{"n": "soil", "v": 0.3}] * 3))
+                packs = [[r] for r in (*temps, {"n": "door", "vs": "open"})]
+                assert asyncio.run(post_packs(sharing.port, "kitchen.temp", packs)) == len(packs)
+                soil = [[{"n": "soil", "v": 0.3}]] * 3
+                assert asyncio.run(post_packs(private.port, "garden", soil)) == 3
 
                 with Database.open(default_url(hub.data_dir)) as db:
                     # All five numbers stored, and the report that carried them had the count.
