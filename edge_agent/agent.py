@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import random
 import signal
 import socket
 import time
@@ -55,7 +56,7 @@ log = logging.getLogger("lichen.agent")
 
 
 def free_port(bind: str) -> int:
-    """A port number free for both TCP and UDP on ``bind`` right now."""
+    """A port number free for both TCP and UDP on ``bind`` right now, to bind at once."""
     family = socket.AF_INET6 if ":" in bind else socket.AF_INET
     for _ in range(50):
         with socket.socket(family, socket.SOCK_STREAM) as tcp:
@@ -68,6 +69,40 @@ def free_port(bind: str) -> int:
                     continue
                 return port
     raise ConfigError(f"no free port on {bind}")
+
+
+EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+SPARE_PORTS_FROM = 10000  # spare ports are drawn from here up to the ephemeral range
+_spared: set[int] = set()  # ports this process has handed out, never handed out twice
+
+
+def spare_port(bind: str) -> int:
+    """A port free for TCP and UDP on ``bind`` now, for a process that starts later.
+
+    :func:`free_port` asks the kernel, which answers from its ephemeral range; in the
+    seconds before another process binds that number, any outgoing connection on the
+    host (an MQTT client, a browser) may be given it as its local port. A spare port is
+    drawn at random from below that range instead, where the kernel never puts
+    connections, and is not handed out twice by this process.
+    """
+    try:
+        low = int(EPHEMERAL_PORTS.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default, where the range cannot be read
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    for _ in range(200) if low - SPARE_PORTS_FROM >= 1000 else ():
+        port = random.randrange(SPARE_PORTS_FROM, low)
+        if port in _spared:
+            continue
+        try:
+            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                with socket.socket(family, kind) as probe:
+                    probe.bind((bind, port))
+        except OSError:
+            continue
+        _spared.add(port)
+        return port
+    return free_port(bind)
 
 
 def check_port_free(bind: str, port: int) -> None:

@@ -27,7 +27,7 @@ import aiocoap
 from aiocoap import Code, Message
 
 from edge_agent import config as agent_config
-from edge_agent.agent import free_port
+from edge_agent.agent import spare_port
 from edge_agent.tasks import wait_event
 from hub import config as hub_config
 from hub.db import MAX_PAGE
@@ -43,7 +43,7 @@ READY = re.compile(r"agent (\w+) ready: CoAP on \S+ port (\d+)")
 
 
 def _free_port() -> int:
-    return free_port("127.0.0.1")
+    return spare_port("127.0.0.1")
 
 
 def _port_or_free(port: int) -> int:

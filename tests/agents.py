@@ -28,7 +28,7 @@ from typing import IO, Any
 import aiocoap
 from aiocoap import Code, Message
 
-from edge_agent.agent import free_port as agent_free_port
+from edge_agent.agent import spare_port
 from tests.netns import Namespace
 
 LICHEN = [sys.executable, "-m", "edge_agent.cli"]
@@ -37,8 +37,9 @@ WAIT = 30.0  # seconds: a last resort only, every wait ends on an event
 
 
 def free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 right now."""
-    return agent_free_port("127.0.0.1")
+    """A port free for both TCP and UDP on 127.0.0.1, for a process started after this
+    returns (see :func:`edge_agent.agent.spare_port`)."""
+    return spare_port("127.0.0.1")
 
 
 def env() -> dict[str, str]:
