@@ -133,6 +133,26 @@ class Cluster:
         self.run_sql("postgres", "CREATE DATABASE {} STRATEGY FILE_COPY", name=name)
         return self.url(name)
 
+    def allow_connections(self, url: str, allowed: bool) -> None:
+        """Let clients into the database of ``url``, or refuse them and end every session it
+        has: to its clients, the database has gone away (and, allowed again, come back)."""
+        name = url.rsplit("/", 1)[1]
+        if allowed:
+            self.run_sql("postgres", "ALTER DATABASE {} ALLOW_CONNECTIONS true", name=name)
+            return
+        self.run_sql("postgres", "ALTER DATABASE {} ALLOW_CONNECTIONS false", name=name)
+        import psycopg
+        from psycopg import sql
+
+        conninfo = f"host=127.0.0.1 port={self.port} user={SUPERUSER} dbname=postgres"
+        with psycopg.connect(conninfo, password=self.password, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = {} AND pid <> pg_backend_pid()"
+                ).format(sql.Literal(name))
+            )
+
     def stop(self) -> None:
         """Stop the server at once (nothing in it is worth a clean shutdown)."""
         self.run("pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "stop")

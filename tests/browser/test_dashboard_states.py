@@ -278,20 +278,6 @@ def test_many_devices(browser: Browser, tmp_path: Path) -> None:
 # -- 3. the database goes away and comes back ------------------------------------------------
 
 
-def set_connections(cluster: Cluster, name: str, *, allowed: bool) -> None:
-    """Let clients into database ``name``, or refuse them and end every session it has."""
-    if allowed:
-        cluster.run_sql("postgres", "ALTER DATABASE {} ALLOW_CONNECTIONS true", name=name)
-        return
-    assert re.fullmatch(r"\w+", name), name  # pasted into a string literal below
-    cluster.run_sql("postgres", "ALTER DATABASE {} ALLOW_CONNECTIONS false", name=name)
-    cluster.run_sql(
-        "postgres",
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-        f" WHERE datname = '{name}' AND pid <> pg_backend_pid()",
-    )
-
-
 def json_of(status_body: tuple[int, bytes]) -> tuple[int, Any]:
     status, body = status_body
     return status, json.loads(body)
@@ -303,7 +289,6 @@ def test_database_unreachable(
     pg_cluster: Cluster,  # noqa: F811
     pg_url: str,  # noqa: F811
 ) -> None:
-    name = pg_url.rsplit("/", 1)[1]
     hub = new_hub(tmp_path, "--database", pg_url)
     hub.start()
     with ExitStack() as cleanup:
@@ -317,7 +302,7 @@ def test_database_unreachable(
             watchers[width] = watcher
 
         try:
-            set_connections(pg_cluster, name, allowed=False)
+            pg_cluster.allow_connections(pg_url, False)
             for width, watcher in watchers.items():
                 page = watcher.page
                 banner = page.locator("#unavailable")
@@ -345,7 +330,7 @@ def test_database_unreachable(
             assert status == 503, overview
             assert overview["error"].startswith("the database is not answering"), overview
         finally:
-            set_connections(pg_cluster, name, allowed=True)
+            pg_cluster.allow_connections(pg_url, True)
 
         for watcher in watchers.values():
             expect(watcher.page.locator("#unavailable")).to_have_count(0, timeout=POLL)
@@ -361,7 +346,6 @@ def test_epochs_resume_after_database_outage(
     pg_cluster: Cluster,  # noqa: F811
     pg_url: str,  # noqa: F811
 ) -> None:
-    name = pg_url.rsplit("/", 1)[1]
     hub = new_hub(tmp_path, "--database", pg_url)
     # An epoch every 2 s, so the epoch loop meets the outage, not just the dashboard.
     hub.configure("epochs", "length", "2.0")
@@ -371,11 +355,11 @@ def test_epochs_resume_after_database_outage(
         hub.wait_for(r"epoch \d+ closed")
         down = hub.mark()
         try:
-            set_connections(pg_cluster, name, allowed=False)
+            pg_cluster.allow_connections(pg_url, False)
             # Past the end of the epoch that was open when the database went away.
             hub.wait_for(r"epoch not finished: the database did not answer", since=down, timeout=10)
         finally:
-            set_connections(pg_cluster, name, allowed=True)
+            pg_cluster.allow_connections(pg_url, True)
         up = hub.mark()
         assert hub.running
         # Epochs go on; an epoch the outage interrupted midway (if it struck then) is closed
