@@ -5,7 +5,10 @@ own exponential backoff (``reconnect_delay_set``) and queues QoS 1 messages whil
 This adapter hands everything paho reports to the asyncio loop with
 ``loop.call_soon_threadsafe``: incoming messages, in order, to one dispatcher task that calls
 the handler of each matching subscription and acknowledges the message (manual ack) only
-after the handler returned, so a QoS 1 message is never acknowledged before it was handled;
+after the handler returned, so a QoS 1 message is never acknowledged before it was handled (a
+handler that raises is logged and its message acknowledged: handling it again would fail
+again). Stopping cuts a handler short and handles nothing more: what was not acknowledged,
+the broker delivers again in the next session;
 PUBACKs and SUBACKs to the coroutines awaiting them; connects and disconnects to hooks (an
 agent republishes its status on every reconnect). Nothing in here reads the payloads:
 :mod:`lichen.hubwire` does, in the handlers.
@@ -374,9 +377,14 @@ class MqttClient:
             self._publishes.cancel_all()
             self._subscribes.cancel_all()
         if self._queue is not None and self._dispatcher is not None:
-            self._queue.put_nowait(_STOP)
-            # A handler may close its own client: the dispatcher then ends after the handler.
-            if asyncio.current_task() is not self._dispatcher:
+            if asyncio.current_task() is self._dispatcher:
+                # A handler closing its own client: the dispatcher ends after that handler.
+                self._queue.put_nowait(_STOP)
+            else:
+                # No acknowledgement can go out any more: a handler still at work (say, one
+                # waiting for its database) is cut short, and messages not yet handled are
+                # left, all unacknowledged, for the broker to deliver in the next session.
+                self._dispatcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._dispatcher
 
@@ -508,26 +516,25 @@ class MqttClient:
     async def _deliver(self, incoming: _Incoming) -> None:
         self.stats.received += 1
         message = incoming.message
-        try:
-            if len(message.payload) > self.settings.max_payload:
-                self.stats.dropped_oversize += 1
-                log.warning(
-                    "mqtt %s: dropped %d-byte message on %s (limit %d)",
-                    self.client_id,
-                    len(message.payload),
-                    message.topic,
-                    self.settings.max_payload,
-                )
-                return
+        if len(message.payload) > self.settings.max_payload:
+            self.stats.dropped_oversize += 1
+            log.warning(
+                "mqtt %s: dropped %d-byte message on %s (limit %d)",
+                self.client_id,
+                len(message.payload),
+                message.topic,
+                self.settings.max_payload,
+            )
+        else:
             for pattern, _, handler in list(self._handlers):
                 if paho.topic_matches_sub(pattern, message.topic):
                     await self._call(handler, message, what=message.topic)
             self.stats.handled += 1
-        finally:
-            # Acknowledge only within the connection that delivered it: after a reconnect the
-            # broker resends unacknowledged messages and the old id may name another one.
-            if message.qos > 0 and incoming.generation == self._generation:
-                self._client.ack(incoming.mid, message.qos)
+        # Not reached when a stop cancelled the handler: the message comes again. Acknowledge
+        # only within the connection that delivered it: after a reconnect the broker resends
+        # unacknowledged messages and the old id may name another one.
+        if message.qos > 0 and incoming.generation == self._generation:
+            self._client.ack(incoming.mid, message.qos)
 
     async def _call(self, callback: Callable[..., Any], *args: Any, what: str) -> None:
         try:

@@ -18,7 +18,8 @@ details) is stored and returned unchanged, except that NUL characters and unpair
 are refused with :class:`LocalProtocolError` on both databases, because PostgreSQL text cannot
 hold NUL and UTF-8 cannot hold surrogates. A change that breaks a constraint (a row for an
 unknown device, a duplicate) is a :class:`LocalProtocolError`: the caller checks signatures and
-existence first. Database outages surface as SQLAlchemy's ``OperationalError``.
+existence first. Database outages surface as SQLAlchemy's ``OperationalError`` (see
+:data:`UNAVAILABLE`).
 
 SQLite. Every connection turns on WAL (readers do not block the writer), foreign keys and a
 busy timeout; write transactions start with ``BEGIN IMMEDIATE`` so two writers queue on the
@@ -50,7 +51,7 @@ from hub.db_mesh import MeshStore
 from hub.db_streams import StreamsStore
 from lichen.errors import ConfigError
 
-__all__ = ["DB_FILE", "MAX_PAGE", "Database", "default_url"]
+__all__ = ["DB_FILE", "MAX_PAGE", "UNAVAILABLE", "Database", "default_url"]
 
 DB_FILE = "hub.db"
 MIGRATIONS = Path(__file__).resolve().with_name("migrations")
@@ -62,6 +63,15 @@ SQLITE_PRAGMAS = (
     "PRAGMA synchronous=FULL",  # a commit survives a power cut: the ledger must
     "PRAGMA busy_timeout=10000",
 )
+
+UNAVAILABLE: tuple[type[sa_exc.SQLAlchemyError], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+)
+"""A database that is not answering: down, restarting, refusing connections, out of pooled
+connections, locked past the busy timeout, out of disk. Worth trying again later, unlike a
+broken constraint (:class:`LocalProtocolError`)."""
 
 
 def default_url(data_dir: Path) -> str:

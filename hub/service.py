@@ -30,7 +30,7 @@ from edge_agent.tasks import BackgroundTasks
 from hub import metrics as hub_metrics
 from hub.broker import EmbeddedBroker
 from hub.config import HubConfig
-from hub.db import Database, default_url
+from hub.db import UNAVAILABLE, Database, default_url
 from hub.db_base import MAX_PAGE
 from hub.db_records import Device, ObjectRecord, ParkedReceipt, PlacementRecord
 from hub.db_schema import PlacementState
@@ -88,6 +88,11 @@ PARKED_TTL = 7 * 86400.0
 # Challenges handed to the MQTT client at once: far below its queue
 # (edge_agent.mqtt.DEFAULT_MAX_QUEUED), past which a publish fails rather than waits.
 PUBLISH_WINDOW = 256
+# A message that finds the database away is held and handled again, after these seconds
+# (doubling from the first to the last), until the database answers: a proof sent during an
+# outage is judged when it ends, rather than lost and counted as no answer.
+HOLD_RETRY_FIRST = 0.25
+HOLD_RETRY_MAX = 4.0
 
 
 def create_keys(data_dir: Path) -> tuple[Identity, str]:
@@ -111,6 +116,15 @@ def load_keys(data_dir: Path) -> tuple[Identity, str]:
     if not raw.startswith(_KEY_MAGIC) or len(raw) != len(_KEY_MAGIC) + 32:
         raise ConfigError(f"{data_dir / HUB_KEY_FILE}: not a Lichen hub key")
     return Identity(raw[len(_KEY_MAGIC) :]), token
+
+
+@dataclass(frozen=True)
+class _Arrival:
+    """When a message reached the hub, and the epoch open then: a message held through a
+    database outage is judged as of its arrival, not of the outage's end."""
+
+    at: float
+    epoch: _OpenEpoch | None
 
 
 @dataclass
@@ -162,9 +176,11 @@ class Hub:
             await self.broker.start()
             self.broker_url = self.broker.url
         self.mqtt = MqttClient(settings_for(self.broker_url, f"lichen-hub-{self.identity.node_id}"))
-        await self.mqtt.connect()
+        # Routes first: what agents sent while the hub was away (kept by the broker for the
+        # hub's persistent session) arrives the moment it connects, and must find a handler.
         for pattern in hubwire.hub_subscriptions():
             await self.mqtt.subscribe(pattern, self._on_message)
+        await self.mqtt.connect()
         from hub import api
 
         self._http = await api.serve(self, self.config.http.bind, self.config.http.port)
@@ -210,7 +226,34 @@ class Hub:
         return hubwire.KnownDevice(PublicIdentity(device.public_key), device.revoked)
 
     async def _on_message(self, message: Message) -> None:
-        received = time.time()
+        arrival = _Arrival(time.time(), self._open)
+        delay, held = HOLD_RETRY_FIRST, False
+        while True:
+            try:
+                await self._handle(message, arrival)
+            except UNAVAILABLE as exc:
+                # Each database call is one transaction, and handling a message twice changes
+                # nothing (QoS 1 redelivers too), so the whole message is handled again.
+                # Messages behind it wait their turn in the MQTT client and the broker; a
+                # stop cuts this short and leaves the message unacknowledged for next time.
+                if not held:
+                    self.log.warning(
+                        "the database is not answering (%s): holding the message on %s "
+                        "until it does",
+                        type(exc).__name__,
+                        message.topic,
+                    )
+                    held = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, HOLD_RETRY_MAX)
+                continue
+            if held:
+                self.log.info(
+                    "the database answers again: handled the message on %s", message.topic
+                )
+            return
+
+    async def _handle(self, message: Message, arrival: _Arrival) -> None:
         try:
             opened = await asyncio.to_thread(
                 hubwire.open_from_agent,
@@ -227,7 +270,6 @@ class Hub:
             if isinstance(exc, Refused | BadMac) and message.topic.endswith("/join"):
                 await self._answer_refused_join(message.topic, str(exc))
             return
-        self.metrics.messages.labels(str(opened.name)).inc()
         handler = {
             hubwire.Name.JOIN: self._on_join,
             hubwire.Name.STATUS: self._on_status,
@@ -237,10 +279,11 @@ class Hub:
             hubwire.Name.STREAMS: self._on_streams,
         }[opened.name]
         try:
-            await handler(opened, received)
+            await handler(opened, arrival)
         except (RemoteProtocolError, Refused, LocalProtocolError) as exc:
             self.metrics.refused.labels(type(exc).__name__).inc()
             self.log.warning("%s from %s not recorded: %s", opened.name, opened.node_id, exc)
+        self.metrics.messages.labels(str(opened.name)).inc()
 
     async def _publish(self, node_id: str, name: hubwire.Name, payload: bytes) -> None:
         assert self.mqtt is not None
@@ -259,8 +302,9 @@ class Hub:
             )
             await self._publish(node_id, hubwire.Name.JOINED, answer)
 
-    async def _on_join(self, opened: hubwire.FromAgent, now: float) -> None:
+    async def _on_join(self, opened: hubwire.FromAgent, arrival: _Arrival) -> None:
         assert self.db is not None and isinstance(opened.message, hubmessages.Join)
+        now = arrival.at
         join = opened.message
         new = await asyncio.to_thread(
             self.db.enroll_device, opened.node_id, join.public_key, join.name, join.capacity, now
@@ -272,8 +316,9 @@ class Hub:
         )
         await self._publish(opened.node_id, hubwire.Name.JOINED, answer)
 
-    async def _on_status(self, opened: hubwire.FromAgent, now: float) -> None:
+    async def _on_status(self, opened: hubwire.FromAgent, arrival: _Arrival) -> None:
         assert self.db is not None and isinstance(opened.message, hubmessages.Status)
+        now = arrival.at
         status = opened.message
         address = f"{status.host}:{status.port}" if status.online and status.host else None
         await asyncio.to_thread(
@@ -288,9 +333,10 @@ class Hub:
         if not status.online:
             self.log.info("device %s went offline", opened.node_id)
 
-    async def _on_streams(self, opened: hubwire.FromAgent, now: float) -> None:
+    async def _on_streams(self, opened: hubwire.FromAgent, arrival: _Arrival) -> None:
         # open_from_agent has checked the signer is the enrolled, unrevoked device of the topic.
         assert self.db is not None and isinstance(opened.message, streamreport.StreamReport)
+        now = arrival.at
         report = opened.message
         offered = sum(len(f.latest) for f in report.streams)
         stored = await asyncio.to_thread(self.db.record_stream_report, opened.node_id, report, now)
@@ -303,8 +349,9 @@ class Hub:
             offered,
         )
 
-    async def _on_receipts(self, opened: hubwire.FromAgent, now: float) -> None:
+    async def _on_receipts(self, opened: hubwire.FromAgent, arrival: _Arrival) -> None:
         assert self.db is not None and isinstance(opened.message, hubmessages.ReceiptBatch)
+        now = arrival.at
         batch = opened.message
         await asyncio.to_thread(self._record_receipts, batch, now)
 
@@ -384,9 +431,9 @@ class Hub:
             self._manifests.pop(next(iter(self._manifests)))
         self._manifests[cid_text] = manifest
 
-    async def _on_proof(self, opened: hubwire.FromAgent, received: float) -> None:
+    async def _on_proof(self, opened: hubwire.FromAgent, arrival: _Arrival) -> None:
         assert self.db is not None and isinstance(opened.message, hubmessages.ProofMessage)
-        current = self._open
+        current, received = arrival.epoch, arrival.at
         node = opened.node_id
         answer = opened.message
         if current is None or node not in current.challenges:
@@ -436,8 +483,9 @@ class Hub:
                 current.epoch,
             )
 
-    async def _on_repaired(self, opened: hubwire.FromAgent, now: float) -> None:
+    async def _on_repaired(self, opened: hubwire.FromAgent, arrival: _Arrival) -> None:
         assert self.db is not None and isinstance(opened.message, hubmessages.Repaired)
+        now = arrival.at
         report = opened.message
         repair_row = await asyncio.to_thread(self.db.get_repair, report.repair_id)
         if repair_row is None or repair_row.repairer != opened.node_id:
