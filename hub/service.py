@@ -465,7 +465,9 @@ class Hub:
                 self.db.record_answer, current.epoch, node, verdict, received
             )
         if not recorded:
-            raise ProofRejected(f"a second answer to epoch {current.epoch}")
+            # Answered already, or the epoch was closed while this answer waited for the
+            # database (counted as no answer then, like every answer the hub never got).
+            raise ProofRejected(f"an answer to epoch {current.epoch}, not pending any more")
         if verdict.rejected:
             self.metrics.proofs.labels("rejected").inc()
             self.log.warning(
