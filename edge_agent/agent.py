@@ -89,16 +89,13 @@ def spare_port(bind: str) -> int:
         low = int(EPHEMERAL_PORTS.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         low = 32768  # Linux's default, where the range cannot be read
-    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
     for _ in range(200) if low - SPARE_PORTS_FROM >= 1000 else ():
         port = random.randrange(SPARE_PORTS_FROM, low)
         if port in _spared:
             continue
         try:
-            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-                with socket.socket(family, kind) as probe:
-                    probe.bind((bind, port))
-        except OSError:
+            check_port_free(bind, port)  # the check the agent makes before it binds
+        except ConfigError:
             continue
         _spared.add(port)
         return port
