@@ -377,14 +377,16 @@ def verify(
     Returns per-item outcomes. Raises :class:`BadSignature` when the answer is not signed by
     ``holder``, and :class:`ProofRejected` when it is unusable as a whole: oversize or
     malformed, for another epoch or nonce (a replay), for another holder, or not shaped like
-    the challenge.
+    the challenge. Every refusal that counts against the holder (oversize included) comes
+    after its signature was checked: anyone can send bytes in the holder's name.
     """
     if holder.kid != challenge.holder_kid:
         raise LocalProtocolError("verify() with a key other than the challenged holder's")
-    bound = answer_size_bound(challenge, roots)
-    if len(response) > bound:
-        raise ProofRejected(f"answer of {len(response)} bytes, more than the {bound} it can need")
-    limits = cbor.Limits(max_size=bound, max_depth=_PROOF_DEPTH, max_items=_PROOF_MAX_ITEMS)
+    if len(response) > MAX_PROOF_SIZE:
+        raise ProofRejected(f"answer of {len(response)} bytes, more than the {MAX_PROOF_SIZE} cap")
+    limits = cbor.Limits(
+        max_size=MAX_PROOF_SIZE, max_depth=_PROOF_DEPTH, max_items=_PROOF_MAX_ITEMS
+    )
     try:
         message = cose.parse(response, limits)
         if message.tag != cose.TAG_SIGN1:
@@ -392,9 +394,12 @@ def verify(
     except MalformedMessage as exc:
         raise ProofRejected(f"malformed answer: {exc}") from exc
     payload = message.verify_signature(holder)
+    bound = answer_size_bound(challenge, roots)
+    if len(response) > bound:
+        raise ProofRejected(f"answer of {len(response)} bytes, more than the {bound} it can need")
     try:
         # The payload holds no CBOR tags at all; the COSE tag was the envelope's.
-        payload_limits = dataclasses.replace(limits, allowed_tags=frozenset())
+        payload_limits = dataclasses.replace(limits, max_size=bound, allowed_tags=frozenset())
         epoch, nonce, holder_kid, raw_items = _read_proof(payload, payload_limits)
     except (MalformedMessage, UnsupportedVersion) as exc:
         raise ProofRejected(f"malformed answer: {exc}") from exc

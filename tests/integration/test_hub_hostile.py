@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import cbor2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -30,7 +31,7 @@ from hub.db import Database
 from hub.db_records import RewardRecord
 from hub.db_schema import ChallengeOutcome, PlacementState, RepairState
 from hub.service import LATE_GRACE, Hub
-from lichen import cose, ledger, proofs, wire
+from lichen import cbor, cose, ledger, proofs, wire
 from lichen.hubmessages import Repaired, Status, make_join, make_receipts
 from lichen.hubwire import Name
 from lichen.identity import Identity
@@ -422,9 +423,18 @@ def test_hostile_answers_earn_nothing_and_honest_ones_do(tmp_path: Path, broker_
             )
             await forger.publish(Name.PROOF, by_forger)  # names the victim, signed by the forger
             await forger.publish(Name.PROOF, for_itself)  # the forger has no challenge
+            # Too big for the victim's challenge, in the victim's name: refused as a forgery
+            # (it is not the victim's), not as an oversize answer that would use up its turn.
+            fields = dict(cbor2.loads(cose.parse(true_answer).payload))
+            bound = proofs.answer_size_bound(v_challenge, victim.holder.roots())
+            fields[5] = [*fields[5], bytes(bound)]
+            padded = cose.sign1(cbor.encode(fields), forger.identity)
+            await forger.publish(
+                Name.PROOF, swap_kid(padded, victim.identity.kid), on=victim.node_id
+            )
             for agent in (honest, replayer, wrong, forger):
                 await agent.sync()
-            await counts.expect(BadSignature=3, ProofRejected=2)
+            await counts.expect(BadSignature=4, ProofRejected=2)
             victims = db.get_challenge(number, victim.node_id)
             assert victims is not None and victims.outcome is ChallengeOutcome.PENDING
 

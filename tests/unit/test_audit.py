@@ -17,6 +17,7 @@ from lichen.identity import Identity
 from lichen.proofs import Challenge
 from lichen.rewards import DeviceProof, RewardPolicy, epoch_rewards
 from lichen.testing.holder import MemoryHolder
+from tests.forge import sign_as
 
 HUB = Identity(bytes(range(32)))
 DEVICE = Identity(bytes(range(1, 33)))
@@ -292,6 +293,16 @@ def test_garbage_and_oversize_answers_fail_every_item() -> None:
     fields = dict(cbor2.loads(cose.parse(DEV.answer(challenge), proofs_limits()).payload))
     fields[5] = fields[5][:-1]  # one item short
     assert rejected(cose.sign1(cbor.encode(fields), DEVICE), challenge) == audit.MALFORMED
+
+
+def test_an_oversize_answer_counts_against_the_device_only_if_it_signed_it() -> None:
+    challenge = challenge_for()
+    padding = bytes(proofs.answer_size_bound(challenge, {}) + 1)
+    assert rejected(cose.sign1(padding, DEVICE), challenge) == audit.OVERSIZE
+    assert not verdict((cose.sign1(padding, DEVICE), 0.0), challenge).forged
+    forged = sign_as(padding, OTHER, DEVICE.kid)
+    assert rejected(forged, challenge) == audit.BAD_SIGNATURE
+    assert verdict((forged, 0.0), challenge).forged
 
 
 def proofs_limits() -> cbor.Limits:

@@ -565,12 +565,21 @@ def test_malformed_answers_are_rejected() -> None:
             check(challenge, garbage)
 
 
-def test_oversize_answer_is_rejected_before_parsing() -> None:
+def test_oversize_answer_is_rejected_before_its_payload_is_parsed() -> None:
     challenge = make_challenge(samples=1, blocks=1)
     bound = proofs.answer_size_bound(challenge, STORE.roots())
     assert bound < 2 * BLOCK
+    padding = bytes(bound)  # not CBOR at all: the size is refused before the payload is read
     with pytest.raises(ProofRejected, match="more than"):
+        check(challenge, cose.sign1(padding, HOLDER))
+    # Only once it is shown to be the holder's: an oversize answer in the holder's name but
+    # signed by someone else is a forgery, which must not count against the holder.
+    with pytest.raises(BadSignature):
+        check(challenge, sign_as(padding, OTHER, HOLDER.kid))
+    with pytest.raises(ProofRejected, match="malformed"):
         check(challenge, bytes(bound + 1))
+    with pytest.raises(ProofRejected, match="cap"):
+        check(challenge, bytes(proofs.MAX_PROOF_SIZE + 1))
     # Unknown shards are bounded by the largest block size, and everything by MAX_PROOF_SIZE.
     assert proofs.answer_size_bound(challenge, {}) > shard.MAX_BLOCK_SIZE
     huge = make_challenge(samples=44, blocks=16)
