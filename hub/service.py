@@ -283,7 +283,8 @@ class Hub:
         except (RemoteProtocolError, Refused, LocalProtocolError) as exc:
             self.metrics.refused.labels(type(exc).__name__).inc()
             self.log.warning("%s from %s not recorded: %s", opened.name, opened.node_id, exc)
-        self.metrics.messages.labels(str(opened.name)).inc()
+        else:
+            self.metrics.messages.labels(str(opened.name)).inc()
 
     async def _publish(self, node_id: str, name: hubwire.Name, payload: bytes) -> None:
         assert self.mqtt is not None

@@ -435,6 +435,11 @@ def test_hostile_answers_earn_nothing_and_honest_ones_do(tmp_path: Path, broker_
             for agent in (honest, replayer, wrong, forger):
                 await agent.sync()
             await counts.expect(BadSignature=4, ProofRejected=2)
+            # Accepted: the first answers of honest, replayer and wrong; none of the refused.
+            accepted = hub.metrics.registry.get_sample_value(
+                "lichen_hub_messages_total", {"topic": str(Name.PROOF)}
+            )
+            assert accepted == 3, accepted
             victims = db.get_challenge(number, victim.node_id)
             assert victims is not None and victims.outcome is ChallengeOutcome.PENDING
 
