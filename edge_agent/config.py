@@ -165,6 +165,13 @@ def _check_semantics(config: AgentConfig) -> None:
             raise ConfigError(f"discovery.static_peers: {peer!r} is not 'host:port'")
     if bool(config.hub.url) != bool(config.hub.token):
         raise ConfigError("hub.url and hub.token go together: set both or neither")
+    if config.hub.url:
+        from edge_agent.mqtt import parse_broker_url  # paho: only for configs that use it
+
+        try:
+            parse_broker_url(config.hub.url)
+        except ConfigError as exc:
+            raise ConfigError(f"hub.url: {exc}") from None
     if config.hub.token and not MIN_TOKEN_LENGTH <= len(config.hub.token) <= MAX_TOKEN_LENGTH:
         raise ConfigError(
             f"hub.token must be {MIN_TOKEN_LENGTH} to {MAX_TOKEN_LENGTH} characters "

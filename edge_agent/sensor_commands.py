@@ -79,8 +79,8 @@ def sensor_add(args: argparse.Namespace) -> int:
     registry = _registry(args.data_dir)
     key = _read_key(args.key_file) if args.key_file else new_secret()
     token = new_secret() if args.token else None
+    agent = _agent_address(args.agent, args.data_dir)  # may fail: before the sensor is added
     sensor = registry.add(args.name, args.stream, key=key, token=token, now=int(time.time()))
-    agent = _agent_address(args.agent, args.data_dir)
     config = board_config(sensor.name, sensor.stream, key, agent)
     text = json.dumps(config, indent=1) + "\n"
     if args.output:

@@ -138,3 +138,18 @@ def test_commands_without_a_running_agent_say_so(tmp_path: Path) -> None:
         assert b"no agent is running" in result.stderr
     bad = agent.cli("get", "not-an-address", "-o", "x", check=False)
     assert bad.returncode == 1 and b"not a Lichen content address" in bad.stderr
+
+
+def test_sensor_add_enrolls_nothing_when_the_agent_config_is_broken(tmp_path: Path) -> None:
+    agent = AgentProc(tmp_path / "a", free_port())
+    agent.init("--no-mdns")
+    config = agent.data_dir / "agent.toml"
+    good = config.read_text()
+    config.write_text("[coap\n")
+    failed = agent.cli("sensor", "add", "probe", "--stream", "garden", check=False)
+    assert failed.returncode != 0
+    assert b"agent.toml" in failed.stderr
+    config.write_text(good)
+    # Not "already enrolled": the failed attempt left nothing behind.
+    added = agent.cli("sensor", "add", "probe", "--stream", "garden")
+    assert b"enrolled sensor probe for stream garden" in added.stdout

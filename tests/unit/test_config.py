@@ -53,6 +53,7 @@ def test_values_are_read(tmp_path: Path) -> None:
         ("[discovery]\nstatic_peers = ['nohost']\n", "not 'host:port'"),
         ("[hub]\nurl = 'mqtt://hub'\n", "go together"),
         ("[hub]\nurl = 'mqtt://hub'\ntoken = 'short'\n", "hub.token must be 16 to 256"),
+        (f"[hub]\nurl = 'http://hub/x'\ntoken = '{'t' * 16}'\n", "hub.url: .*mqtt://"),
         (f"[hub]\nurl = 'mqtt://hub'\ntoken = '{'t' * 257}'\n", "hub.token must be 16 to 256"),
         ("[coap]\nudp_prot = 1\n", r"unknown key\(s\) in \[coap\]: udp_prot"),
         ("[cope]\n", r"unknown section\(s\): cope"),
