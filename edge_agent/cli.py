@@ -277,34 +277,19 @@ def _command(
     return handler
 
 
-def _hub_ledger(args: argparse.Namespace) -> int:
-    return _command("hub_ledger_verify", False, "hub.commands")(args)
-
-
 _HUB_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "init": _command("hub_init", False, "hub.commands"),
     "run": _command("hub_run", True, "hub.commands"),
     "token": _command("hub_token", False, "hub.commands"),
-    "ledger": _hub_ledger,
+    "ledger": _command("hub_ledger_verify", False, "hub.commands"),
     "revoke": _command("hub_revoke", False, "hub.commands"),
 }
 
 
-def _sensor_command(name: str) -> Callable[[argparse.Namespace], int]:
-    """A handler that imports :mod:`edge_agent.sensor_commands` only when it runs."""
-
-    def handler(args: argparse.Namespace) -> int:
-        from edge_agent import sensor_commands
-
-        return int(getattr(sensor_commands, name)(args))
-
-    return handler
-
-
 _SENSOR_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "add": _sensor_command("sensor_add"),
-    "list": _sensor_command("sensor_list"),
-    "revoke": _sensor_command("sensor_revoke"),
+    "add": _command("sensor_add", False, "edge_agent.sensor_commands"),
+    "list": _command("sensor_list", False, "edge_agent.sensor_commands"),
+    "revoke": _command("sensor_revoke", False, "edge_agent.sensor_commands"),
 }
 _AGENT_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "init": _command("agent_init", False),
