@@ -90,7 +90,7 @@ async def running_hub(tmp_path: Path, broker_url: str, database: str = "") -> As
     try:
         yield hub
     finally:
-        await hub.stop()
+        await within(hub.stop())
 
 
 def db_of(hub: Hub) -> Database:
@@ -202,6 +202,8 @@ async def agents(url: str, *names: str) -> AsyncIterator[dict[str, FakeAgent]]:
         yield made
     finally:
         await asyncio.gather(*(a.client.disconnect() for a in made.values()))
+    # The MQTT client logs and swallows what a handler raises: fail here instead.
+    assert [a.client.stats.handler_errors for a in made.values()] == [0] * len(made)
 
 
 def make_object(owner: Identity, n: int, seed: int) -> objects.EncodedObject:

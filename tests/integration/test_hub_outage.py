@@ -27,14 +27,13 @@ from hub.service import Hub
 from lichen.hubmessages import Status, make_receipts
 from lichen.hubwire import Name, topic
 from tests.fakehub import (
-    HUB_KEY,
     POOL,
-    TOKEN,
     FakeAgent,
     agents,
+    db_of,
     get_json,
-    hub_settings,
     make_object,
+    running_hub,
     upload,
     within,
 )
@@ -91,15 +90,6 @@ def hub_log(loop: asyncio.AbstractEventLoop) -> Iterator[HubLog]:
         logger.setLevel(level)
 
 
-async def started_hub(tmp_path: Path, broker_url: str, database: str) -> Hub:
-    """A hub in this process on ``database``, its epoch loop off (the test runs epochs)."""
-    data_dir = tmp_path / "hub"
-    data_dir.mkdir(exist_ok=True)
-    hub = Hub(data_dir, hub_settings(broker_url, database), HUB_KEY, TOKEN)
-    await hub.start(epoch_loop=False)
-    return hub
-
-
 def test_messages_sent_while_the_database_is_away_are_held_not_lost(
     tmp_path: Path,
     pg_cluster: Cluster,  # noqa: F811
@@ -109,42 +99,38 @@ def test_messages_sent_while_the_database_is_away_are_held_not_lost(
     holders = ("early", "held", "silent")
 
     async def scenario(broker: Mosquitto) -> None:
-        log_of_hub = hub_log(asyncio.get_running_loop())
-        with log_of_hub as log:
+        with hub_log(asyncio.get_running_loop()) as log:
             async with agents(broker.url, *holders) as a:
-                hub = await started_hub(tmp_path, broker.url, pg_url)
+                held = a["held"]
                 try:
-                    await answers_during_an_outage(hub, a, log, pg_cluster, pg_url)
-                    # The hub stops while it holds a status: the message stays with the broker.
-                    held = a["held"]
-                    pg_cluster.allow_connections(pg_url, False)
-                    since = log.mark()
-                    report = Status(True, int(time.time()), b"session!", 1 << 20, 4242, 1)
-                    await held.publish(Name.STATUS, report.sign(held.identity))
-                    await log.wait_for(
-                        f"holding the message on {topic(held.node_id, Name.STATUS)}", since
-                    )
-                    stopping = time.monotonic()
+                    async with running_hub(tmp_path, broker.url, pg_url) as hub:
+                        await answers_during_an_outage(hub, a, log, pg_cluster, pg_url)
+                        # The hub stops while it holds a status: it stays with the broker.
+                        pg_cluster.allow_connections(pg_url, False)
+                        since = log.mark()
+                        report = Status(True, int(time.time()), b"session!", 1 << 20, 4242, 1)
+                        await held.publish(Name.STATUS, report.sign(held.identity))
+                        await log.wait_for(
+                            f"holding the message on {topic(held.node_id, Name.STATUS)}", since
+                        )
+                        stopping = time.monotonic()
+                    # Cut short, not waited for: the database is still away.
+                    assert time.monotonic() - stopping < 5.0
                 finally:
-                    await within(hub.stop())
-                # Cut short, not waited for: the database is still away.
-                assert time.monotonic() - stopping < 5.0
-            pg_cluster.allow_connections(pg_url, True)
+                    pg_cluster.allow_connections(pg_url, True)
 
-            async with agents(broker.url, "held") as again:
+            async with (
+                agents(broker.url, "held") as again,
+                running_hub(tmp_path, broker.url, pg_url) as hub,
+            ):
                 since = log.mark()
-                hub = await started_hub(tmp_path, broker.url, pg_url)
-                try:
-                    # The broker delivers the held status to the new hub before the join
-                    # (one client's messages keep their order), so after the answer to the
-                    # join the status has been recorded.
-                    await again["held"].sync()
-                    assert hub.db is not None
-                    device = hub.db.get_device(again["held"].node_id)
-                    assert device is not None and device.used_bytes == 4242, device
-                    assert not [line for line in log.lines[since:] if "holding" in line]
-                finally:
-                    await within(hub.stop())
+                # The broker delivers the held status to the new hub before the join (one
+                # client's messages keep their order), so after the answer to the join the
+                # status has been recorded.
+                await again["held"].sync()
+                device = db_of(hub).get_device(again["held"].node_id)
+                assert device is not None and device.used_bytes == 4242, device
+                assert not [line for line in log.lines[since:] if "holding" in line]
 
     with Mosquitto(tmp_path / "mosquitto") as broker:
         asyncio.run(scenario(broker))

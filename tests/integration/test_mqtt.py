@@ -178,6 +178,8 @@ async def mesh(url: str, hub_url: str | None = None, **agent_urls: str) -> Async
     finally:
         for side in (b, a, hub):
             await side.client.disconnect()
+    # The client logs and swallows what a handler raises (its asserts too): fail here instead.
+    assert [side.client.stats.handler_errors for side in (hub, a, b)] == [0, 0, 0]
 
 
 @contextmanager
