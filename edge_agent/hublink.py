@@ -83,7 +83,6 @@ from lichen.identity import PUBLIC_KEY_SIZE, Identity, PublicIdentity
 from lichen.streamreport import stream_report
 
 HUB_KEY_FILE = "hub.key"
-OUTBOX_DIR = "hub"
 STATUS_INTERVAL = 60.0  # seconds between online statuses when nothing changes
 STATUS_MIN_GAP = 1.0  # seconds: a burst of stored shards makes one status, not one each
 JOIN_RETRY_MIN = 2.0  # seconds before the first join is sent again; doubles each time
@@ -379,7 +378,7 @@ class HubLink:
             )
         except BadMac:
             self.stats.refused += 1
-            if message.topic.endswith(f"/{Name.JOINED.value}"):
+            if name is Name.JOINED:
                 self._unverified_joined(message.payload)
             else:
                 self.log.warning("hub: refused a message on %s: bad MAC", message.topic)

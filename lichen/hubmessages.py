@@ -110,7 +110,6 @@ from lichen.identity import (
 )
 from lichen.manifest import Manifest, Receipt, check_header, open_manifest, open_receipt
 
-T = TypeVar("T")
 R = TypeVar("R")
 U = TypeVar("U")
 

@@ -28,7 +28,7 @@ from enum import StrEnum
 
 from lichen import placement
 from lichen.errors import LocalProtocolError
-from lichen.rewards import State
+from lichen.rewards import PAID_NOTHING, State
 
 
 class ShardState(StrEnum):
@@ -320,7 +320,7 @@ def gone(device: DeviceView, now: float, repair_after: float) -> str | None:
     """Why the device's shards are lost at ``now``, or None while they still count."""
     if device.revoked:
         return "revoked"
-    if device.standing in (State.EVICTED, State.PENALISED):
+    if device.standing in PAID_NOTHING:
         return str(device.standing)
     absent = device.absent_for(now)
     if absent >= repair_after and (device.absent_since is not None or not device.online):
