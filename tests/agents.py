@@ -145,21 +145,11 @@ class AgentProc:
         """``command`` as run in this agent's namespace (if any)."""
         return self.namespace.argv(command) if self.namespace else list(command)
 
-    def init(self, *extra: str) -> None:
-        """``lichen agent init`` with a fixed port, no metrics server, and ``extra`` options."""
+    def _init(self, *options: str) -> str:
+        """``lichen <role> init --data-dir <this data dir> OPTIONS`` in this process's namespace
+        (if any); remember the new node id and return what the command printed."""
         result = subprocess.run(
-            self.argv(
-                [
-                    *LICHEN,
-                    "agent",
-                    "init",
-                    "--data-dir",
-                    str(self.data_dir),
-                    "--port",
-                    str(self.port),
-                    *extra,
-                ]
-            ),
+            self.argv([*LICHEN, self.role, "init", "--data-dir", str(self.data_dir), *options]),
             capture_output=True,
             text=True,
             env=env(),
@@ -167,6 +157,11 @@ class AgentProc:
             check=True,
         )
         self.node_id = result.stdout.split()[2]
+        return result.stdout
+
+    def init(self, *extra: str) -> None:
+        """``lichen agent init`` with a fixed port, no metrics server, and ``extra`` options."""
+        self._init("--port", str(self.port), *extra)
         config = self.data_dir / "agent.toml"
         text = config.read_text().replace("port = 9464", "port = -1")
         config.write_text(text)
@@ -294,27 +289,20 @@ class HubProc(AgentProc):
     ready = re.compile(r"hub (\w+) ready: API on http://\S+:(\d+),")
     http_port: int = 0
 
-    def init_hub(self, *extra: str) -> None:
-        """``lichen hub init`` with a free HTTP port and ``extra`` options."""
+    def init(self, *extra: str) -> None:
+        """``lichen hub init`` with a free HTTP port and ``extra`` options, on loopback only.
+
+        Unless ``extra`` names a ``--broker``, the embedded broker gets a free port too (its
+        default, 1883, may be taken). Both the dashboard and the embedded broker are bound to
+        127.0.0.1 rather than the default 0.0.0.0: tests listen on loopback only.
+        """
         self.http_port = free_port()
-        result = subprocess.run(
-            [
-                *LICHEN,
-                "hub",
-                "init",
-                "--data-dir",
-                str(self.data_dir),
-                "--http-port",
-                str(self.http_port),
-                *extra,
-            ],
-            capture_output=True,
-            text=True,
-            env=env(),
-            timeout=WAIT,
-            check=True,
-        )
-        self.node_id = result.stdout.split()[2]
+        options = ["--http-port", str(self.http_port)]
+        if not any(arg == "--broker" or arg.startswith("--broker=") for arg in extra):
+            options += ["--mqtt-port", str(free_port())]
+        self._init(*options, *extra)
+        self.configure("http", "bind", '"127.0.0.1"')
+        self.configure("mqtt", "bind", '"127.0.0.1"')
 
     def api(self, path: str) -> Any:
         """GET ``path`` from the hub's JSON API."""

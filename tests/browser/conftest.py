@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
-from tests.agents import HubProc, free_port
+from tests.agents import HubProc
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = Path(os.environ.get("LICHEN_SCREENSHOTS", ROOT / "out" / "screenshots"))
@@ -78,10 +78,8 @@ def new_hub(tmp_path: Path, *extra: str) -> HubProc:
     """An initialised hub (``extra``: more ``lichen hub init`` options) on loopback, embedded
     broker unless ``--broker`` is given, live parts of its pages refreshed every second."""
     hub = HubProc(tmp_path / "hub", 0)
-    hub.init_hub("--mqtt-port", str(free_port()), *extra)
-    hub.configure("http", "bind", '"127.0.0.1"')
+    hub.init(*extra)
     hub.configure("http", "refresh", "1")
-    hub.configure("mqtt", "bind", '"127.0.0.1"')
     return hub
 
 

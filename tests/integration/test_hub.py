@@ -41,15 +41,12 @@ def test_hub_agents_and_mosquitto(tmp_path: Path, database_url: str) -> None:
     require_mosquitto()
     with Mosquitto(tmp_path / "mosquitto") as broker:
         hub = HubProc(tmp_path / "hub", 0)
-        hub.init_hub(
-            "--broker", broker.url, *(["--database", database_url] if database_url else [])
-        )
+        hub.init("--broker", broker.url, *(["--database", database_url] if database_url else []))
         for key, value in [("length", EPOCH), ("answer_within", 1.5)]:
             hub.configure("epochs", key, str(value))
         for key, value in [("warn_after", 1), ("penalise_after", 2), ("evict_after", 5)]:
             hub.configure("rewards", key, str(value))
         hub.configure("repair", "after", "4.0")
-        hub.configure("http", "bind", '"127.0.0.1"')
         hub.start()
         token = (hub.data_dir / "join.token").read_text().strip()
         try:

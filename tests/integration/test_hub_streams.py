@@ -39,8 +39,7 @@ def test_stream_figures_reach_the_hub(tmp_path: Path) -> None:
     require_mosquitto()
     with Mosquitto(tmp_path / "mosquitto") as broker:
         hub = HubProc(tmp_path / "hub", 0, verbose=True)  # its stream reports log at debug
-        hub.init_hub("--broker", broker.url)
-        hub.configure("http", "bind", '"127.0.0.1"')
+        hub.init("--broker", broker.url)
         hub.start()
         token = (hub.data_dir / "join.token").read_text().strip()
         try:
