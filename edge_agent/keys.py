@@ -23,27 +23,35 @@ _MAGIC = {NODE_KEY_FILE: b"lichen-node-key/1\n", MASTER_KEY_FILE: b"lichen-owner
 
 
 def _create(data_dir: Path, name: str) -> bytes:
-    secret = os.urandom(SEED_SIZE)
-    fsutil.write_secret(data_dir / name, _MAGIC[name] + secret)
-    return secret
+    return create_seed(data_dir / name, _MAGIC[name])
 
 
 def _load(data_dir: Path, name: str) -> bytes:
-    path = data_dir / name
+    return load_seed(data_dir / name, _MAGIC[name], f"lichen agent init --data-dir {data_dir}")
+
+
+def create_seed(path: Path, magic: bytes) -> bytes:
+    """A fresh 32-byte secret, written to ``path`` after the ``magic`` line (mode 0600)."""
+    secret = os.urandom(SEED_SIZE)
+    fsutil.write_secret(path, magic + secret)
+    return secret
+
+
+def load_seed(path: Path, magic: bytes, init: str) -> bytes:
+    """The secret :func:`create_seed` wrote to ``path``; :class:`ConfigError` if it is missing
+    (``init`` is the command that makes it), damaged, or readable by others."""
     try:
-        raw = fsutil.read_bounded(path, len(_MAGIC[name]) + SEED_SIZE)
+        raw = fsutil.read_bounded(path, len(magic) + SEED_SIZE)
         mode = stat.S_IMODE(path.stat().st_mode)
     except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: missing (run 'lichen agent init --data-dir {data_dir}')"
-        ) from None
+        raise ConfigError(f"{path}: missing (run '{init}')") from None
     except (OSError, MalformedMessage) as exc:
         raise ConfigError(f"{path}: cannot read the key: {exc}") from None
-    if not raw.startswith(_MAGIC[name]) or len(raw) != len(_MAGIC[name]) + SEED_SIZE:
+    if not raw.startswith(magic) or len(raw) != len(magic) + SEED_SIZE:
         raise ConfigError(f"{path}: not a Lichen key file")
     if mode & 0o077:
         raise ConfigError(f"{path}: readable by others (mode {mode:04o}); run chmod 600 on it")
-    return raw[len(_MAGIC[name]) :]
+    return raw[len(magic) :]
 
 
 def exists(data_dir: Path) -> bool:

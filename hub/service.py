@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import exc as sa_exc
 
-from edge_agent import fsutil
+from edge_agent import fsutil, keys
 from edge_agent.logs import NodeLog
 from edge_agent.mqtt import Message, MqttClient, settings_for
 from edge_agent.tasks import BackgroundTasks
@@ -97,25 +97,22 @@ HOLD_RETRY_MAX = 4.0
 
 def create_keys(data_dir: Path) -> tuple[Identity, str]:
     """A new hub identity and join token in ``data_dir`` (files of mode 0600)."""
-    seed = os.urandom(32)
+    seed = keys.create_seed(data_dir / HUB_KEY_FILE, _KEY_MAGIC)
     token = hubmessages.new_token(os.urandom(32))
-    fsutil.write_secret(data_dir / HUB_KEY_FILE, _KEY_MAGIC + seed)
     fsutil.write_secret(data_dir / TOKEN_FILE, token.encode())
     return Identity(seed), token
 
 
 def load_keys(data_dir: Path) -> tuple[Identity, str]:
-    """The hub identity and join token stored in ``data_dir``; ConfigError if missing."""
+    """The hub identity and join token stored in ``data_dir``; :class:`ConfigError` if either
+    is missing or damaged, or the key is readable by others (it signs the ledger)."""
+    init = f"lichen hub init --data-dir {data_dir}"
+    seed = keys.load_seed(data_dir / HUB_KEY_FILE, _KEY_MAGIC, init)
     try:
-        raw = fsutil.read_bounded(data_dir / HUB_KEY_FILE, len(_KEY_MAGIC) + 32)
         token = fsutil.read_bounded(data_dir / TOKEN_FILE, 256).decode().strip()
     except (OSError, MalformedMessage, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            f"{data_dir}: no hub keys ({exc}); run 'lichen hub init --data-dir {data_dir}'"
-        ) from None
-    if not raw.startswith(_KEY_MAGIC) or len(raw) != len(_KEY_MAGIC) + 32:
-        raise ConfigError(f"{data_dir / HUB_KEY_FILE}: not a Lichen hub key")
-    return Identity(raw[len(_KEY_MAGIC) :]), token
+        raise ConfigError(f"{data_dir / TOKEN_FILE}: no join token ({exc}); run '{init}'") from None
+    return Identity(seed), token
 
 
 @dataclass(frozen=True)

@@ -76,3 +76,26 @@ def test_a_broker_url_with_credentials_is_accepted(tmp_path: Path) -> None:
 def test_missing_file_names_the_init_command(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="lichen hub init"):
         config.load(tmp_path / "hub.toml")
+
+
+def test_hub_keys_are_refused_when_exposed_damaged_or_missing(tmp_path: Path) -> None:
+    from hub import service
+
+    identity, token = service.create_keys(tmp_path)
+    loaded, loaded_token = service.load_keys(tmp_path)
+    assert (loaded.node_id, loaded_token) == (identity.node_id, token)
+    key = tmp_path / service.HUB_KEY_FILE
+    key.chmod(0o644)
+    with pytest.raises(ConfigError, match="readable by others"):
+        service.load_keys(tmp_path)
+    key.chmod(0o600)
+    key.write_bytes(key.read_bytes()[:-1])
+    with pytest.raises(ConfigError, match="not a Lichen key file"):
+        service.load_keys(tmp_path)
+    key.unlink()
+    with pytest.raises(ConfigError, match=r"missing .*lichen hub init"):
+        service.load_keys(tmp_path)
+    service.create_keys(tmp_path)
+    (tmp_path / service.TOKEN_FILE).unlink()
+    with pytest.raises(ConfigError, match="no join token"):
+        service.load_keys(tmp_path)
