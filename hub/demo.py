@@ -10,6 +10,7 @@ it stops by itself and prints a summary from the hub's records.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import re
@@ -61,8 +62,9 @@ class _Agent:
     data_dir: Path
     port: int
     node_id: str = ""
-    proc: subprocess.Popen[str] | None = None
+    proc: asyncio.subprocess.Process | None = None
     log: list[str] = field(default_factory=list)
+    drain: asyncio.Task[None] | None = None
 
 
 def _lichen(*args: str) -> list[str]:
@@ -74,8 +76,34 @@ def _say(text: str) -> None:
     sys.stdout.flush()
 
 
+async def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run a command to its end without holding up the event loop (the hub runs in it)."""
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:  # cancelled: leave no process behind
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return subprocess.CompletedProcess(
+        args, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+    )
+
+
+async def _next_line(stream: asyncio.StreamReader) -> str:
+    """The next line an agent wrote to its error output, or "" at its end."""
+    try:
+        line = await stream.readline()
+    except ValueError:  # a line longer than the stream's buffer: the reader drops it
+        return "(a line too long to keep)\n"
+    return line.decode(errors="replace")
+
+
 async def _start_agent(agent: _Agent, peers: list[str], hub_url: str, token: str) -> None:
-    init = subprocess.run(
+    init = await _run(
         _lichen(
             "agent",
             "init",
@@ -87,11 +115,9 @@ async def _start_agent(agent: _Agent, peers: list[str], hub_url: str, token: str
             "--capacity-mib",
             "256",
             *peers,
-        ),
-        capture_output=True,
-        text=True,
-        check=True,
+        )
     )
+    init.check_returncode()
     agent.node_id = init.stdout.split()[2]
     path = agent.data_dir / "agent.toml"
     config = agent_config.load(path)
@@ -107,28 +133,30 @@ async def _start_agent(agent: _Agent, peers: list[str], hub_url: str, token: str
         config, "hub", url=hub_url, token=token, status_interval=STATUS_INTERVAL
     )
     path.write_text(agent_config.render_default(config))
-    agent.proc = subprocess.Popen(
-        _lichen("agent", "run", "--data-dir", str(agent.data_dir)),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    # The agent's error output is read in this event loop, not by worker threads: a thread
+    # held for each agent's whole life would leave none of the default pool (a handful on a
+    # small machine) for the hub's database calls, and the demo would hang.
+    agent.proc = await asyncio.create_subprocess_exec(
+        *_lichen("agent", "run", "--data-dir", str(agent.data_dir)),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
-    loop = asyncio.get_running_loop()
     assert agent.proc.stderr is not None
     stream = agent.proc.stderr
     while True:
-        line = await loop.run_in_executor(None, stream.readline)
+        line = await _next_line(stream)
         if not line:
             raise RuntimeError(f"agent in {agent.data_dir} exited:\n" + "".join(agent.log[-20:]))
         agent.log.append(line)
         if READY.search(line):
             break
-    loop.run_in_executor(None, _drain, agent)
+    agent.drain = asyncio.get_running_loop().create_task(_drain(agent, stream))
 
 
-def _drain(agent: _Agent) -> None:
-    assert agent.proc is not None and agent.proc.stderr is not None
-    for line in agent.proc.stderr:
+async def _drain(agent: _Agent, stream: asyncio.StreamReader) -> None:
+    """Keep reading the agent's error output to its end (a pipe left full would stall the
+    agent), keeping the last lines for messages."""
+    while line := await _next_line(stream):
         agent.log.append(line)
         del agent.log[:-200]
 
@@ -203,11 +231,7 @@ async def run(agents: int, duration: float | None, data_dir: Path | None, http_p
         sensor = loop.create_task(_sensor(members[0].port, counts, stop))
         sample = root / "hello.txt"
         sample.write_text("Hello from the Lichen demo.\n" * 1000)
-        put = subprocess.run(
-            _lichen("put", str(sample), "--data-dir", str(members[0].data_dir)),
-            capture_output=True,
-            text=True,
-        )
+        put = await _run(_lichen("put", str(sample), "--data-dir", str(members[0].data_dir)))
         if put.returncode == 0:
             _say(f"stored {sample.name} as {put.stdout.strip()}")
         else:
@@ -228,14 +252,22 @@ async def run(agents: int, duration: float | None, data_dir: Path | None, http_p
         if sensor is not None and not sensor.done():
             sensor.cancel()
         for m in members:
-            if m.proc is not None and m.proc.poll() is None:
-                m.proc.send_signal(signal.SIGTERM)
+            if m.proc is not None and m.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                    m.proc.send_signal(signal.SIGTERM)
         for m in members:
             if m.proc is not None:
                 try:
-                    m.proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    m.proc.kill()
+                    await asyncio.wait_for(m.proc.wait(), 15)
+                except TimeoutError:
+                    with contextlib.suppress(ProcessLookupError):
+                        m.proc.kill()
+                    await m.proc.wait()
+        for m in members:
+            if m.drain is not None:
+                m.drain.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await m.drain
         await hub.stop()
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
